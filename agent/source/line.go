@@ -1,0 +1,25 @@
+package source
+
+import "time"
+
+// Line is one complete log line as a source read it.
+type Line struct {
+	Source  string    // the configured name of the source that read it
+	Text    string    // the line without its trailing newline
+	Arrival time.Time // when mailban read it; the time of lines that carry none of their own
+	Cursor  Cursor    // where reading resumes after this line
+}
+
+// Cursor says where a line ended, in a form only its source understands.
+// The agent stores the Cursor of the last line it has fully processed, together
+// with the counters that line changed, and hands the stored cursors back to the
+// source on start.
+type Cursor struct {
+	// Stream names the stream inside a source that the cursor belongs to
+	// (a file source following a glob has one stream per path); "" for a
+	// source with a single stream.
+	Stream string
+	// Value is opaque to all but the source. Nil means the line must not move
+	// the saved position (a late line drained from an already rotated file).
+	Value []byte
+}

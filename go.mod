@@ -1,0 +1,3 @@
+module github.com/mailban/mailban
+
+go 1.26.8
