@@ -1,0 +1,548 @@
+package rules
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mailban/mailban/parsers"
+)
+
+// maxSuccesses bounds the addresses remembered per login as having logged
+// in successfully; the oldest is forgotten first.
+const maxSuccesses = 8
+
+// Verdict is Check's answer.
+type Verdict struct {
+	Allow  bool
+	Until  time.Time // when a refusal ends; zero: not known to end (a block or a permanent ban)
+	Reason string    // why it is refused; empty when allowed
+}
+
+// Stats counts what the engine holds, for metrics and `mailban status`.
+type Stats struct {
+	Addresses int // address groups whose failures are being counted
+	Logins    int // logins with failures, successes or a lock remembered
+	Offenders int // address groups whose past bans are remembered
+	Bans      int // bans held (expired ones until the next Expire)
+	Locks     int // locks held (expired ones until the next Expire)
+	Blocks    int // static and manual blocks
+}
+
+// Engine turns authentication events into decisions. Its methods are safe
+// for concurrent use: a hook server calls Check while the pipeline calls
+// Observe.
+type Engine struct {
+	mu    sync.RWMutex
+	clock Clock
+	cfg   Config
+	allow allowList
+
+	addrs     map[groupKey]window
+	logins    map[string]*loginState
+	offenders map[groupKey][]int64 // end of each remembered ban, ascending; forever: math.MaxInt64
+
+	bans   prefixMap[*hold]
+	blocks prefixMap[*block]
+	locks  map[string]*hold
+
+	evidence evidenceRing
+
+	tracking    bool
+	dirtyAddrs  map[groupKey]uint8 // dirtyWindow, dirtyOffender
+	dirtyLogins map[string]uint8   // dirtyWindow, dirtyLock
+	dirtyBans   map[netip.Prefix]struct{}
+	dirtyBlocks map[netip.Prefix]struct{}
+}
+
+const (
+	dirtyWindow   = 1 << iota // addrs or logins entry
+	dirtyOffender             // offenders entry
+	dirtyLock                 // locks entry
+)
+
+// hold is a ban or a lock in force (or expired and not yet collected).
+type hold struct {
+	at       int64 // Unix nanoseconds
+	until    int64 // 0: permanent
+	reason   string
+	evidence []string
+	manual   bool
+}
+
+// block is a network refused with no expiry, by configuration, by an
+// operator, or both.
+type block struct {
+	static       bool
+	staticAt     int64
+	manual       bool
+	manualAt     int64
+	manualReason string
+}
+
+// loginState is what is remembered about one normalised login.
+type loginState struct {
+	win         window
+	lockedUntil int64     // end of the latest lock in event time; 0: none
+	successes   []success // newest first, at most maxSuccesses
+}
+
+type success struct {
+	key groupKey
+	t   int64
+}
+
+func (ls *loginState) empty() bool {
+	return ls.win.last == 0 && ls.lockedUntil == 0 && len(ls.successes) == 0
+}
+
+// exempt reports whether key logged in successfully as this login less
+// than memory before t.
+func (ls *loginState) exempt(key groupKey, t, memory int64) bool {
+	for i := range ls.successes {
+		if ls.successes[i].key == key && t-ls.successes[i].t < memory {
+			return true
+		}
+	}
+	return false
+}
+
+func (ls *loginState) addSuccess(key groupKey, t int64) {
+	for i := range ls.successes {
+		if ls.successes[i].key == key {
+			t = max(t, ls.successes[i].t)
+			ls.successes = append(ls.successes[:i], ls.successes[i+1:]...)
+			break
+		}
+	}
+	i := 0
+	for i < len(ls.successes) && ls.successes[i].t > t {
+		i++
+	}
+	if i >= maxSuccesses {
+		return
+	}
+	if len(ls.successes) == maxSuccesses {
+		ls.successes = ls.successes[:maxSuccesses-1]
+	}
+	ls.successes = append(ls.successes, success{})
+	copy(ls.successes[i+1:], ls.successes[i:])
+	ls.successes[i] = success{key: key, t: t}
+}
+
+// NewEngine returns an engine deciding by cfg, with no state but cfg's
+// static blocks. Tracking of changes for TakeChanges is on.
+func NewEngine(cfg Config, clock Clock) (*Engine, error) {
+	if clock == nil {
+		return nil, fmt.Errorf("new rules engine: no clock")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		clock:     clock,
+		cfg:       cfg,
+		allow:     newAllowList(cfg.Allow),
+		addrs:     make(map[groupKey]window),
+		logins:    make(map[string]*loginState),
+		offenders: make(map[groupKey][]int64),
+		bans:      newPrefixMap[*hold](),
+		blocks:    newPrefixMap[*block](),
+		locks:     make(map[string]*hold),
+		evidence:  newEvidenceRing(cfg.EvidenceRing),
+	}
+	e.setTracking(true)
+	now := clock.Now().UnixNano()
+	for _, p := range cfg.Blocked {
+		e.blocks.set(p, &block{static: true, staticAt: now})
+	}
+	return e, nil
+}
+
+func unixTime(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// minEventTime is the earliest event time counted as itself (1970); an
+// event dated earlier is garbage and counted at this time.
+const minEventTime = 1
+
+// eventTime is the event's own time in Unix nanoseconds, clamped to now
+// (clock skew must not stretch a ban into the future) and to 1970.
+func eventTime(t time.Time, now int64) int64 {
+	if t.IsZero() {
+		return now
+	}
+	if t.Year() < 1970 {
+		return minEventTime
+	}
+	if t.Year() > 2200 {
+		return now
+	}
+	return min(t.UnixNano(), now)
+}
+
+// Observe counts one event (ev.Attempts failures, at least one) and returns
+// what it decides: usually nothing (nil). The event is not retained; its
+// Evidence string is.
+func (e *Engine) Observe(ev *parsers.Event) []Decision {
+	if ev == nil || (ev.Kind != parsers.AuthFailure && ev.Kind != parsers.AuthSuccess) {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clock.Now().UnixNano()
+	t := eventTime(ev.Time, now)
+	addr := ev.Addr.Unmap().WithZone("")
+	if addr.IsValid() && e.allow.contains(addr) {
+		return nil
+	}
+	if ev.Kind == parsers.AuthSuccess {
+		e.success(ev.Login, addr, t)
+		return nil
+	}
+	return e.failure(ev, addr, t, now)
+}
+
+func (e *Engine) success(login string, addr netip.Addr, t int64) {
+	if login == "" || !addr.IsValid() || !e.cfg.Login.Enabled() || e.cfg.SuccessMemory <= 0 {
+		return
+	}
+	key, _ := group(addr, e.cfg.IPv6Prefix)
+	ls := e.logins[login]
+	if ls == nil {
+		ls = &loginState{}
+		e.logins[login] = ls
+	}
+	ls.addSuccess(key, t)
+	e.touchLogin(login, dirtyWindow)
+}
+
+func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Decision {
+	attempts := max(ev.Attempts, 1)
+	haveAddr := addr.IsValid()
+	var (
+		key     groupKey
+		pfx     netip.Prefix
+		refused bool
+	)
+	if haveAddr {
+		key, pfx = group(addr, e.cfg.IPv6Prefix)
+		refused = e.refused(addr, key, t)
+	}
+
+	// Against the login: count it, or, while the login is locked, ban the
+	// address at once (the firewall cannot see logins; this is how it
+	// enforces the lock). Failures from an exempt address do neither.
+	var (
+		ls         *loginState
+		countLogin bool
+		lockBan    bool
+		loginRef   int64
+	)
+	loginPeriod := int64(e.cfg.Login.Period)
+	if ev.Login != "" && e.cfg.Login.Enabled() {
+		ls = e.logins[ev.Login]
+		switch {
+		case ls == nil:
+			ls = &loginState{}
+			e.logins[ev.Login] = ls
+			countLogin, loginRef = true, t
+		case haveAddr && ls.exempt(key, t, int64(e.cfg.SuccessMemory)):
+		case t < ls.lockedUntil:
+			lockBan = haveAddr && !refused
+		default:
+			loginRef = max(t, ls.win.last)
+			ls.win.trim(loginRef, loginPeriod)
+			countLogin = loginRef-t < loginPeriod
+		}
+	}
+
+	// Against the address.
+	var (
+		w         window
+		countAddr bool
+		addrRef   int64
+	)
+	addrPeriod := int64(e.cfg.IP.Period)
+	if haveAddr && !refused && (e.cfg.IP.Enabled() || lockBan) {
+		w = e.addrs[key]
+		addrRef = max(t, w.last)
+		if e.cfg.IP.Enabled() {
+			w.trim(addrRef, addrPeriod)
+			countAddr = addrRef-t < addrPeriod
+		}
+	}
+
+	if ev.Evidence != "" && (countAddr || lockBan || countLogin) {
+		var prevAddr, prevLogin uint64
+		if countAddr || lockBan {
+			prevAddr = w.head
+		}
+		if countLogin {
+			prevLogin = ls.win.head
+		}
+		seq := e.evidence.push(ev.Evidence, t, prevAddr, prevLogin)
+		if countAddr || lockBan {
+			w.head = seq
+		}
+		if countLogin {
+			ls.win.head = seq
+		}
+	}
+
+	var out []Decision
+	if countLogin {
+		c := ls.win.count() + attempts
+		if c >= e.cfg.Login.Count {
+			evidence := e.evidence.lines(ls.win.head, true, loginRef-loginPeriod, e.cfg.EvidenceLines)
+			reason := fmt.Sprintf("%d failed logins in %s (threshold %s)", c, FormatDuration(e.cfg.Login.Period), e.cfg.Login)
+			if d, ok := e.lock(ev.Login, ls, t, now, reason, evidence); ok {
+				out = append(out, d)
+			}
+		} else {
+			ls.win.add(t, attempts, e.cfg.Login.Count-1)
+		}
+		e.touchLogin(ev.Login, dirtyWindow)
+	}
+
+	switch {
+	case lockBan:
+		after := t - 1 // only this line unless the address's window says more
+		if e.cfg.IP.Enabled() {
+			after = addrRef - addrPeriod
+		}
+		evidence := e.evidence.lines(w.head, false, after, e.cfg.EvidenceLines)
+		if _, ok := e.addrs[key]; ok {
+			delete(e.addrs, key) // a banned address's window is cleared
+			e.touchAddr(key, dirtyWindow)
+		}
+		reason := fmt.Sprintf("failed login as %q, which is locked", ev.Login)
+		if d, ok := e.ban(key, pfx, t, now, reason, evidence); ok {
+			out = append(out, d)
+		}
+	case countAddr:
+		c := w.count() + attempts
+		if c >= e.cfg.IP.Count {
+			evidence := e.evidence.lines(w.head, false, addrRef-addrPeriod, e.cfg.EvidenceLines)
+			delete(e.addrs, key)
+			reason := fmt.Sprintf("%d failures in %s (threshold %s)", c, FormatDuration(e.cfg.IP.Period), e.cfg.IP)
+			if d, ok := e.ban(key, pfx, t, now, reason, evidence); ok {
+				out = append(out, d)
+			}
+		} else {
+			w.add(t, attempts, e.cfg.IP.Count-1)
+			e.addrs[key] = w
+		}
+		e.touchAddr(key, dirtyWindow)
+	}
+	return out
+}
+
+// refused reports whether failures from addr at t are already dealt with:
+// the address is banned at t (an automatic ban, remembered in event time
+// so that a replay skips the same lines), inside a ban or block in force.
+func (e *Engine) refused(addr netip.Addr, key groupKey, t int64) bool {
+	if ends := e.offenders[key]; len(ends) > 0 && t < ends[len(ends)-1] {
+		return true
+	}
+	for _, h := range e.bans.containing(addr) {
+		if h.until == 0 || t < h.until {
+			return true
+		}
+	}
+	for range e.blocks.containing(addr) {
+		return true
+	}
+	return false
+}
+
+// banLength is the length of a ban after prev remembered offences;
+// permanent is true for a ban without end.
+func (e *Engine) banLength(prev int) (length time.Duration, permanent bool) {
+	if e.cfg.PermanentAfter > 0 && prev+1 >= e.cfg.PermanentAfter {
+		return 0, true
+	}
+	limit := time.Duration(maxBan)
+	if e.cfg.BanMax > 0 {
+		limit = e.cfg.BanMax
+	}
+	l := float64(e.cfg.BanFor) * math.Pow(e.cfg.BanFactor, float64(prev))
+	if l >= float64(limit) {
+		return limit, false
+	}
+	return time.Duration(l), false
+}
+
+// pruneEnds drops the remembered bans that ended at least memory before
+// ref. Bans still in force at ref are kept whatever the memory.
+func pruneEnds(ends []int64, ref, memory int64) []int64 {
+	i := 0
+	for i < len(ends) && ends[i] <= ref && ref-ends[i] >= memory {
+		i++
+	}
+	return ends[i:]
+}
+
+func ordinal(n int) string {
+	suffix := "th"
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+	case n%10 == 1:
+		suffix = "st"
+	case n%10 == 2:
+		suffix = "nd"
+	case n%10 == 3:
+		suffix = "rd"
+	}
+	return fmt.Sprint(n) + suffix
+}
+
+// ban records an offence of key at t and bans p. The Ban decision is
+// returned only when the ban is still in force now: replaying old lines
+// remembers old offences without banning anyone for them.
+func (e *Engine) ban(key groupKey, p netip.Prefix, t, now int64, reason string, evidence []string) (Decision, bool) {
+	ends := pruneEnds(e.offenders[key], t, int64(e.cfg.OffenderMemory))
+	prev := len(ends)
+	length, permanent := e.banLength(prev)
+	end, until := int64(math.MaxInt64), int64(0)
+	if permanent {
+		reason += fmt.Sprintf("; %s offence: banned permanently", ordinal(prev+1))
+	} else {
+		end, until = t+int64(length), t+int64(length)
+		if prev > 0 {
+			reason += fmt.Sprintf("; %s offence: banned for %s", ordinal(prev+1), FormatDuration(length))
+		}
+	}
+	// Keep ends sorted: events from several sources may come slightly out
+	// of order.
+	i := len(ends)
+	for i > 0 && ends[i-1] > end {
+		i--
+	}
+	ends = append(ends, 0)
+	copy(ends[i+1:], ends[i:])
+	ends[i] = end
+	if len(ends) > MaxRemembered {
+		ends = ends[len(ends)-MaxRemembered:]
+	}
+	e.offenders[key] = ends
+	e.touchAddr(key, dirtyOffender)
+	if !permanent && end <= now {
+		return Decision{}, false
+	}
+	h := &hold{at: t, until: until, reason: reason, evidence: evidence}
+	e.bans.set(p, h)
+	e.touchBan(p)
+	return banDecision(p, h), true
+}
+
+// lock locks login from t. As with bans, the Lock decision is returned only
+// when the lock is still in force now.
+func (e *Engine) lock(login string, ls *loginState, t, now int64, reason string, evidence []string) (Decision, bool) {
+	until := t + int64(e.cfg.LockFor)
+	ls.lockedUntil = max(ls.lockedUntil, until)
+	ls.win = window{}
+	if until <= now {
+		return Decision{}, false
+	}
+	h := &hold{at: t, until: until, reason: reason, evidence: evidence}
+	e.locks[login] = h
+	e.touchLogin(login, dirtyLock)
+	return lockDecision(login, h), true
+}
+
+func banDecision(p netip.Prefix, h *hold) Decision {
+	return Decision{Action: Ban, Prefix: p, At: unixTime(h.at), Until: unixTime(h.until), Reason: h.reason, Evidence: h.evidence}
+}
+
+func lockDecision(login string, h *hold) Decision {
+	return Decision{Action: Lock, Login: login, At: unixTime(h.at), Until: unixTime(h.until), Reason: h.reason, Evidence: h.evidence}
+}
+
+func (b *block) decision(p netip.Prefix) Decision {
+	if b.manual {
+		return Decision{Action: Block, Prefix: p, At: unixTime(b.manualAt), Reason: b.manualReason}
+	}
+	return Decision{Action: Block, Prefix: p, At: unixTime(b.staticAt), Reason: "blocked in configuration"}
+}
+
+// Check says whether addr (and, when login is not empty, addr logging in
+// as login) may go on now. Allowlisted addresses always may. A login is
+// normalised here, as hook protocols pass it as the client sent it. An
+// invalid addr checks the login alone; a locked login is then refused.
+func (e *Engine) Check(addr netip.Addr, login string) Verdict {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	now := e.clock.Now().UnixNano()
+	var key groupKey
+	if addr.IsValid() {
+		addr = addr.Unmap().WithZone("")
+		if e.allow.contains(addr) {
+			return Verdict{Allow: true}
+		}
+		for p, b := range e.blocks.containing(addr) {
+			return Verdict{Reason: fmt.Sprintf("%s is blocked: %s", p, b.decision(p).Reason)}
+		}
+		for p, h := range e.bans.containing(addr) {
+			if h.until == 0 || now < h.until {
+				return Verdict{Until: unixTime(h.until), Reason: fmt.Sprintf("%s is banned: %s", p, h.reason)}
+			}
+		}
+		key, _ = group(addr, e.cfg.IPv6Prefix)
+	}
+	if login != "" && len(e.locks) > 0 {
+		login = parsers.NormalizeLogin(login)
+		if h := e.locks[login]; h != nil && now < h.until {
+			ls := e.logins[login]
+			if !addr.IsValid() || ls == nil || !ls.exempt(key, now, int64(e.cfg.SuccessMemory)) {
+				return Verdict{Until: unixTime(h.until), Reason: fmt.Sprintf("login %q is locked: %s", login, h.reason)}
+			}
+		}
+	}
+	return Verdict{Allow: true}
+}
+
+// Stats counts what the engine holds now.
+func (e *Engine) Stats() Stats {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return Stats{
+		Addresses: len(e.addrs),
+		Logins:    len(e.logins),
+		Offenders: len(e.offenders),
+		Bans:      e.bans.len(),
+		Locks:     len(e.locks),
+		Blocks:    e.blocks.len(),
+	}
+}
+
+func (e *Engine) touchAddr(k groupKey, what uint8) {
+	if e.tracking {
+		e.dirtyAddrs[k] |= what
+	}
+}
+
+func (e *Engine) touchLogin(login string, what uint8) {
+	if e.tracking {
+		e.dirtyLogins[login] |= what
+	}
+}
+
+func (e *Engine) touchBan(p netip.Prefix) {
+	if e.tracking {
+		e.dirtyBans[p] = struct{}{}
+	}
+}
+
+func (e *Engine) touchBlock(p netip.Prefix) {
+	if e.tracking {
+		e.dirtyBlocks[p] = struct{}{}
+	}
+}
