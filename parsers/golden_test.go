@@ -1,0 +1,138 @@
+package parsers
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the .golden files under testdata/logs from the parser's output")
+
+// logsDir holds the repository's golden logs.
+const logsDir = "../testdata/logs"
+
+// goldenArrival is when the golden logs are taken to have been read: RFC 3164
+// years are inferred from it, and lines without a readable time get it.
+var goldenArrival = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// goldenEvent is one line of a .golden file.
+type goldenEvent struct {
+	Line     int    `json:"line"`
+	Time     string `json:"time"`
+	Format   string `json:"format"`
+	Kind     string `json:"kind"`
+	Service  string `json:"service"`
+	IP       string `json:"ip"`
+	Login    string `json:"login"`
+	Attempts int    `json:"attempts"`
+}
+
+func presetParser(t testing.TB, loc *time.Location, names ...string) *Parser {
+	t.Helper()
+	presets, err := Presets()
+	if err != nil {
+		t.Fatalf("Presets: %v", err)
+	}
+	var specs []FormatSpec
+	for _, n := range names {
+		s, ok := presets[n]
+		if !ok {
+			t.Fatalf("no preset %q", n)
+		}
+		specs = append(specs, s)
+	}
+	p, err := Compile(specs, Options{Location: loc})
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	return p
+}
+
+// TestGolden parses every testdata/logs/*.log with the postfix and dovecot
+// presets and compares the events with the .golden file next to it.
+func TestGolden(t *testing.T) {
+	logs, err := filepath.Glob(filepath.Join(logsDir, "*.log"))
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("no golden logs in %s (%v)", logsDir, err)
+	}
+	for _, path := range logs {
+		name := strings.TrimSuffix(filepath.Base(path), ".log")
+		t.Run(name, func(t *testing.T) {
+			p := presetParser(t, time.UTC, "postfix", "dovecot")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			enc := json.NewEncoder(&got)
+			enc.SetEscapeHTML(false) // logins hold <, > and &; keep them readable
+			sc := bufio.NewScanner(bytes.NewReader(data))
+			sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+			for n := 1; sc.Scan(); n++ {
+				line := sc.Text()
+				ev, ok := p.Parse(line, goldenArrival)
+				if !ok {
+					continue
+				}
+				if ev.Evidence != line {
+					t.Errorf("line %d: Evidence = %q, want the line", n, ev.Evidence)
+				}
+				err := enc.Encode(goldenEvent{
+					Line: n, Time: ev.Time.Format(time.RFC3339Nano), Format: ev.Format, Kind: ev.Kind.String(),
+					Service: string(ev.Service), IP: ev.Addr.String(), Login: ev.Login, Attempts: ev.Attempts,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := sc.Err(); err != nil {
+				t.Fatal(err)
+			}
+			golden := strings.TrimSuffix(path, ".log") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./parsers -update to create it)", err)
+			}
+			if !bytes.Equal(got.Bytes(), want) {
+				t.Errorf("events differ from %s (go test ./parsers -update rewrites it):\n%s",
+					golden, lineDiff(string(want), got.String()))
+			}
+		})
+	}
+}
+
+// lineDiff lists the lines only in want (-) and only in got (+), in order.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	inW, inG := map[string]bool{}, map[string]bool{}
+	for _, l := range w {
+		inW[l] = true
+	}
+	for _, l := range g {
+		inG[l] = true
+	}
+	var b strings.Builder
+	for _, l := range w {
+		if !inG[l] {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range g {
+		if !inW[l] {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	return b.String()
+}
