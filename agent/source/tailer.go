@@ -1,0 +1,74 @@
+package source
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/nxadm/tail"
+)
+
+// tailer follows one open file with github.com/nxadm/tail.
+//
+// It hands the library the path /proc/self/fd/N of a descriptor we hold, never
+// the configured path: every open the library makes (its first, and its reopen
+// after a truncation) then reaches the same inode, so every offset it reports
+// is an offset in the file we think it reads. Rotation is ours to notice; the
+// library only reads one inode and says when it grows or shrinks.
+//
+// The configuration avoids the library's calls to os.Exit: ReOpen is off
+// (ReOpen without Follow exits), the file exists and is open before the
+// library stats it, and inotify was checked by canUseInotify.
+type tailer struct {
+	t *tail.Tail
+}
+
+func startTailer(f *os.File, offset int64, poll bool) (*tailer, error) {
+	name := "/proc/self/fd/" + strconv.FormatUint(uint64(f.Fd()), 10)
+	t, err := tail.TailFile(name, tail.Config{
+		Location:      &tail.SeekInfo{Offset: offset, Whence: io.SeekStart},
+		Follow:        true,
+		ReOpen:        false,
+		MustExist:     true,
+		Poll:          poll,
+		CompleteLines: true,
+		Logger:        tail.DiscardingLogger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start tail of %s: %w", name, err)
+	}
+	return &tailer{t: t}, nil
+}
+
+// lines delivers the lines read; it is closed when the library stops, after
+// stop or on its own (the file was renamed, or an error: see wait).
+func (tl *tailer) lines() <-chan *tail.Line { return tl.t.Lines }
+
+// stop ends the library's reading goroutine and waits for it. Its watcher
+// goroutine ends shortly after, on its own: the library gives no way to wait.
+func (tl *tailer) stop() error { return tl.t.Stop() }
+
+// wait returns why the library stopped, once lines is closed; nil when it
+// stopped because the file was renamed or removed.
+func (tl *tailer) wait() error { return tl.t.Wait() }
+
+// canUseInotify reports whether an inotify instance can be created. The
+// library's shared watcher calls os.Exit when it cannot create one, so a
+// source falls back to polling when this fails.
+func canUseInotify() error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("create inotify watcher: %w", err)
+	}
+	return w.Close()
+}
+
+// checkProcFD verifies that /proc/self/fd is there, which tailer relies on.
+func checkProcFD() error {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		return fmt.Errorf("find open files in /proc (is it mounted?): %w", err)
+	}
+	return nil
+}
