@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 )
 
@@ -125,27 +126,38 @@ func parseDuration(s string) (time.Duration, error) {
 	return time.Duration(total), nil
 }
 
-// FormatDuration writes d in the largest of the units w, d, h, m, s that
-// divides it evenly ("1d", "36h", "90s", "2w"), which ParseDuration reads
-// back to the same value. Other values fall back to time.Duration.String.
+// FormatDuration writes d briefly, in a form ParseDuration reads back to
+// the same value: in one unit (w, d, h, m or s) when that takes fewer than
+// four digits ("1d", "36h", "90s", "2w"), otherwise in several, largest
+// first ("3h22m30s", "5214w2d"). Durations with fractions of a second fall
+// back to time.Duration.String ("1.5s").
 func FormatDuration(d time.Duration) string {
 	if d == 0 {
 		return "0s"
 	}
-	abs := d
-	if abs < 0 {
-		if abs == math.MinInt64 {
-			return d.String()
-		}
-		abs = -abs
+	if d%time.Second != 0 || d == math.MinInt64 {
+		return d.String()
 	}
-	for _, u := range [...]struct {
+	sign, abs := "", d
+	if abs < 0 {
+		sign, abs = "-", -abs
+	}
+	units := [...]struct {
 		len  time.Duration
 		name string
-	}{{Week, "w"}, {Day, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
-		if abs%u.len == 0 {
-			return fmt.Sprintf("%d%s", d/u.len, u.name)
+	}{{Week, "w"}, {Day, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}}
+	for _, u := range units {
+		if abs%u.len == 0 && abs/u.len < 1000 {
+			return sign + strconv.FormatInt(int64(abs/u.len), 10) + u.name
 		}
 	}
-	return d.String()
+	b := []byte(sign)
+	for _, u := range units {
+		if n := abs / u.len; n > 0 {
+			b = strconv.AppendInt(b, int64(n), 10)
+			b = append(b, u.name...)
+			abs -= n * u.len
+		}
+	}
+	return string(b)
 }

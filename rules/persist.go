@@ -199,10 +199,12 @@ func sortRecords(rs []Record) {
 }
 
 // Restore loads one record written by TakeChanges into an engine that has
-// not observed anything yet, under its current Config: bans and locks that
-// have run out, and state of allowlisted addresses, are dropped (and marked
-// for deletion). A record that cannot be read is an error naming its bucket
-// and key; the engine is left as it was. The record's slices are not kept.
+// not observed anything yet. Bans and counters of addresses that the
+// current Config allowlists are dropped (and marked for deletion); bans and
+// locks that have run out stay until the next Expire lifts them, as they
+// would have in the engine that saved them. A record that cannot be read is
+// an error naming its bucket and key, and leaves the engine as it was. The
+// record's slices are not kept.
 func (e *Engine) Restore(r Record) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -220,7 +222,6 @@ func keyText(bucket string, key []byte) string {
 }
 
 func (e *Engine) restore(r Record) error {
-	now := e.clock.Now().UnixNano()
 	switch r.Bucket {
 	case BucketAddrs, BucketOffenders:
 		if len(r.Key) != 16 {
@@ -290,10 +291,6 @@ func (e *Engine) restore(r Record) error {
 		if h.until == 0 {
 			return errors.New("decode lock: a lock without end")
 		}
-		if h.until <= now {
-			e.touchLogin(login, dirtyLock)
-			return nil
-		}
 		e.locks[login] = h
 	case BucketBans, BucketBlocks:
 		p, err := parsePrefixBytes(r.Key)
@@ -311,8 +308,7 @@ func (e *Engine) restore(r Record) error {
 		if err != nil {
 			return fmt.Errorf("decode ban: %w", err)
 		}
-		_, allowed := e.allow.overlapping(p)
-		if allowed || (h.until != 0 && h.until <= now) {
+		if _, allowed := e.allow.overlapping(p); allowed {
 			e.touchBan(p)
 			return nil
 		}

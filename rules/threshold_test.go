@@ -79,6 +79,11 @@ func TestFormatDuration(t *testing.T) {
 		{1500 * time.Millisecond, "1.5s"},
 		{0, "0s"},
 		{-2 * time.Hour, "-2h"},
+		{12150 * time.Second, "3h22m30s"},
+		{1000 * time.Hour, "5w6d16h"},
+		{36500 * Day, "5214w2d"},
+		{999 * time.Second, "999s"},
+		{1000 * time.Second, "16m40s"},
 	}
 	for _, tt := range tests {
 		got := FormatDuration(tt.in)
