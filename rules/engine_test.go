@@ -386,7 +386,7 @@ func TestBanGrowth(t *testing.T) {
 		},
 		{
 			name: "growth saturates at a century",
-			cfg:  func(c *Config) { c.BanFactor, c.OffenderMemory = 1e6, 1000 * Week },
+			cfg:  func(c *Config) { c.BanFactor, c.OffenderMemory = 1e6, 1000*Week },
 			want: []string{"1h", FormatDuration(maxBan)},
 		},
 	}
