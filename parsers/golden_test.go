@@ -136,3 +136,28 @@ func lineDiff(want, got string) string {
 	}
 	return b.String()
 }
+
+// TestInjectionNeverFrames holds, apart from the golden file, the property
+// injection.log is about: the addresses that attackers wrote into their
+// logins (1.2.3.4, 1.1.1.1) never become an event's address.
+func TestInjectionNeverFrames(t *testing.T) {
+	p := presetParser(t, time.UTC, "postfix", "dovecot")
+	data, err := os.ReadFile(filepath.Join(logsDir, "injection.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := 0
+	for n, line := range strings.Split(string(data), "\n") {
+		ev, ok := p.Parse(line, goldenArrival)
+		if !ok {
+			continue
+		}
+		events++
+		if a := ev.Addr.String(); a == "1.2.3.4" || a == "1.1.1.1" {
+			t.Errorf("line %d: address %s comes from the login %q", n+1, a, ev.Login)
+		}
+	}
+	if events < 20 {
+		t.Errorf("only %d events from injection.log", events)
+	}
+}
