@@ -1,0 +1,458 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mailban/mailban/agent/source"
+	"github.com/mailban/mailban/parsers"
+	"github.com/mailban/mailban/rules"
+)
+
+// DefaultPath is where `mailban run` looks without --config.
+const DefaultPath = "/etc/mailban/mailban.yaml"
+
+// Config is the whole configuration file. Field comments are the reference;
+// examples/mailban.yaml shows every key with its default.
+type Config struct {
+	Log   LogConfig   `yaml:"log"`
+	State StateConfig `yaml:"state"`
+	// Fail2ban is the short form: one threshold for addresses and for logins,
+	// as Stalwart writes it ("100/1d"). rules.ip.threshold and
+	// rules.login.threshold, when given, win over it.
+	Fail2ban        *Threshold           `yaml:"fail2ban"`
+	Rules           RulesConfig          `yaml:"rules"`
+	Allowlist       AllowlistConfig      `yaml:"allowlist"`
+	BlockedNetworks []Network            `yaml:"blocked-networks"`
+	Sources         []SourceConfig       `yaml:"sources"`
+	Formats         []parsers.FormatSpec `yaml:"formats"`
+	Enforcers       EnforcersConfig      `yaml:"enforcers"`
+	Metrics         MetricsConfig        `yaml:"metrics"`
+
+	// File is where the configuration was read from ("" for built-in defaults).
+	File string `yaml:"-"`
+}
+
+// LogConfig is about mailban's own log.
+type LogConfig struct {
+	Level  Level     `yaml:"level"`
+	Format LogFormat `yaml:"format"`
+}
+
+// StateConfig is about the embedded state file.
+type StateConfig struct {
+	Path string `yaml:"path"`
+	// CheckpointInterval is how often counters and read positions are saved
+	// together. A crash loses nothing: lines after the last checkpoint are
+	// read and counted again, against the counters saved with it.
+	CheckpointInterval Duration `yaml:"checkpoint-interval"`
+}
+
+// RulesConfig holds thresholds and ban lengths.
+type RulesConfig struct {
+	IP            IPRules    `yaml:"ip"`
+	Login         LoginRules `yaml:"login"`
+	Ban           BanRules   `yaml:"ban"`
+	EvidenceLines int        `yaml:"evidence-lines"`
+}
+
+// IPRules count failures per address.
+type IPRules struct {
+	Threshold  *Threshold `yaml:"threshold"`
+	IPv6Prefix int        `yaml:"ipv6-prefix"`
+}
+
+// LoginRules count failures per login across all addresses.
+type LoginRules struct {
+	Threshold     *Threshold `yaml:"threshold"`
+	LockFor       Duration   `yaml:"lock-for"`
+	SuccessMemory Duration   `yaml:"success-memory"`
+}
+
+// BanRules say how long bans last and how they grow.
+type BanRules struct {
+	For            Duration `yaml:"for"`
+	Factor         float64  `yaml:"factor"`
+	Max            Duration `yaml:"max"`
+	PermanentAfter int      `yaml:"permanent-after"`
+	OffenderMemory Duration `yaml:"offender-memory"`
+}
+
+// AllowlistConfig lists who is never counted or banned.
+type AllowlistConfig struct {
+	Networks      []Network `yaml:"networks"`
+	Loopback      bool      `yaml:"loopback"`
+	HostAddresses bool      `yaml:"host-addresses"`
+}
+
+// SourceConfig is one place to read log lines from.
+type SourceConfig struct {
+	Name         string   `yaml:"name"`
+	Type         string   `yaml:"type"`
+	Paths        []string `yaml:"paths"`
+	Formats      []string `yaml:"formats"`
+	StartAt      StartAt  `yaml:"start-at"`
+	Poll         bool     `yaml:"poll"`
+	PollInterval Duration `yaml:"poll-interval"`
+	Timezone     Location `yaml:"timezone"`
+}
+
+// EnforcersConfig enables enforcers by giving their blocks.
+type EnforcersConfig struct {
+	// Log writes each decision to mailban's log and changes nothing else:
+	// a dry run, and the default when no enforcer is configured.
+	Log *LogEnforcerConfig `yaml:"log"`
+}
+
+// LogEnforcerConfig configures the log enforcer.
+type LogEnforcerConfig struct {
+	// Evidence also logs the evidence lines of each decision.
+	Evidence bool `yaml:"evidence"`
+}
+
+// MetricsConfig is about the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is host:port for /metrics; "" turns it off. Loopback by default:
+	// metrics tell who is attacking and how hard.
+	Listen string `yaml:"listen"`
+}
+
+// Default is the configuration used for keys a file leaves out.
+func Default() *Config {
+	return &Config{
+		Log:   LogConfig{Level: Level(slog.LevelInfo), Format: "text"},
+		State: StateConfig{Path: "/var/lib/mailban/state.db", CheckpointInterval: Duration(time.Second)},
+		Rules: RulesConfig{
+			IP:    IPRules{IPv6Prefix: 64},
+			Login: LoginRules{LockFor: Duration(time.Hour), SuccessMemory: Duration(30 * 24 * time.Hour)},
+			Ban: BanRules{
+				For:            Duration(time.Hour),
+				Factor:         2,
+				Max:            Duration(7 * 24 * time.Hour),
+				OffenderMemory: Duration(30 * 24 * time.Hour),
+			},
+			EvidenceLines: 10,
+		},
+		Allowlist: AllowlistConfig{Loopback: true, HostAddresses: true},
+		Metrics:   MetricsConfig{Listen: "127.0.0.1:9847"},
+	}
+}
+
+// Default thresholds when neither fail2ban nor rules.*.threshold is given.
+var (
+	defaultIPThreshold    = rules.Threshold{Count: 10, Period: time.Hour}
+	defaultLoginThreshold = rules.Threshold{Count: 30, Period: time.Hour}
+)
+
+// Load reads and checks a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse checks a configuration held in memory; name is used in errors.
+func Parse(data []byte, name string) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, locate(name, nil, err)
+	}
+	cfg := Default()
+	cfg.File = name
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, locate(name, &doc, err)
+		}
+		var extra yaml.Node
+		if dec.Decode(&extra) == nil {
+			return nil, Errors{{File: name, Line: extra.Line, Msg: "more than one YAML document; mailban reads one"}}
+		}
+	}
+	if errs := cfg.check(); len(errs) > 0 {
+		for _, e := range errs {
+			e.File = name
+			if e.Line == 0 {
+				e.Line = lineOfPath(&doc, e.Key)
+			}
+		}
+		slices.SortStableFunc(errs, func(a, b *Error) int { return a.Line - b.Line })
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// check finds what the types alone cannot: missing, conflicting and
+// out-of-range settings. Errors carry key paths; Parse adds the lines.
+func (c *Config) check() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.State.Path == "" {
+		bad("state.path", "must name the state file")
+	}
+	if c.State.CheckpointInterval <= 0 {
+		bad("state.checkpoint-interval", "must be more than 0")
+	}
+	if p := c.Rules.IP.IPv6Prefix; p < 1 || p > 128 {
+		bad("rules.ip.ipv6-prefix", "%d is not a prefix length (1 to 128; 64 groups each customer's /64)", p)
+	}
+	if c.Rules.Ban.Factor < 1 {
+		bad("rules.ban.factor", "%g: bans may grow or stay the same, so the factor is 1 or more", c.Rules.Ban.Factor)
+	}
+	if c.Rules.Ban.For <= 0 {
+		bad("rules.ban.for", "a ban must last more than 0")
+	}
+	if c.Rules.Ban.Max != 0 && c.Rules.Ban.Max < c.Rules.Ban.For {
+		bad("rules.ban.max", "%s is shorter than rules.ban.for (%s)", time.Duration(c.Rules.Ban.Max), time.Duration(c.Rules.Ban.For))
+	}
+	if c.Rules.Ban.PermanentAfter < 0 {
+		bad("rules.ban.permanent-after", "cannot be negative (0 means never)")
+	}
+	if c.Rules.Login.LockFor <= 0 {
+		bad("rules.login.lock-for", "a lock must last more than 0")
+	}
+	if c.Rules.EvidenceLines < 0 {
+		bad("rules.evidence-lines", "cannot be negative")
+	}
+	if len(errs) == 0 {
+		// The checks above name the keys; this catches what they missed.
+		if err := c.rulesConfig().Validate(); err != nil {
+			bad("rules", "%v", err)
+		}
+	}
+
+	presets, err := parsers.Presets()
+	if err != nil {
+		bad("formats", "embedded presets: %v", err)
+	}
+	known := map[string]bool{}
+	for name := range presets {
+		known[name] = true
+	}
+	own := map[string]int{}
+	for i, f := range c.Formats {
+		key := fmt.Sprintf("formats[%d]", i)
+		if f.Name == "" {
+			bad(key+".name", "every format needs a name")
+			continue
+		}
+		if j, dup := own[f.Name]; dup {
+			bad(key+".name", "format %q is already defined by formats[%d]", f.Name, j)
+		}
+		own[f.Name] = i // a format with a preset's name replaces the preset
+		known[f.Name] = true
+		if _, err := parsers.Compile([]parsers.FormatSpec{f}, parsers.Options{}); err != nil {
+			errs = append(errs, formatErrors(key, err)...)
+		}
+	}
+
+	names := map[string]int{}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		key := fmt.Sprintf("sources[%d]", i)
+		if s.Type == "" {
+			s.Type = "file"
+		}
+		if s.Name == "" {
+			s.Name = defaultSourceName(s, i)
+		}
+		if j, dup := names[s.Name]; dup {
+			bad(key+".name", "source name %q is already used by sources[%d]", s.Name, j)
+		}
+		names[s.Name] = i
+		switch s.Type {
+		case "file":
+			if len(s.Paths) == 0 {
+				bad(key+".paths", "a file source needs at least one path or glob pattern")
+			}
+			for j, p := range s.Paths {
+				if _, err := filepath.Match(p, ""); err != nil {
+					bad(fmt.Sprintf("%s.paths[%d]", key, j), "bad glob pattern %q: %v", p, err)
+				}
+			}
+		default:
+			bad(key+".type", "unknown source type %q (this mailban reads: file)", s.Type)
+		}
+		if s.StartAt == "" {
+			s.StartAt = "end"
+		}
+		for j, f := range s.Formats {
+			if !known[f] {
+				bad(fmt.Sprintf("%s.formats[%d]", key, j), "no format named %q (known: %s)", f, strings.Join(sortedKeys(known), ", "))
+			}
+		}
+		if s.Timezone.Location == nil {
+			s.Timezone.Location = time.Local
+		}
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9847): %v", c.Metrics.Listen, err)
+		}
+	}
+	return errs
+}
+
+// formatErrors turns the parsers' errors about one format into Errors
+// under that format's key; their lines are already lines of this file.
+func formatErrors(key string, err error) Errors {
+	var out Errors
+	var walk func(err error)
+	walk = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var se *parsers.SpecError
+		if errors.As(err, &se) {
+			out = append(out, &Error{Line: se.Line, Key: joinKey(key, se.Path), Msg: se.Err.Error()})
+			return
+		}
+		out = append(out, &Error{Key: key, Msg: err.Error()})
+	}
+	walk(err)
+	return out
+}
+
+func defaultSourceName(s *SourceConfig, i int) string {
+	if s.Type == "file" && len(s.Paths) > 0 {
+		return s.Paths[0]
+	}
+	return fmt.Sprintf("%s-%d", s.Type, i)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// loopbackNetworks are allowlisted by default: mail servers talk to
+// themselves (webmail, content filters) and must never ban themselves.
+var loopbackNetworks = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// RulesConfig gives the rules engine its settings: the short fail2ban form
+// fills the thresholds the detailed form leaves out, and the allowlist gets
+// loopback and the host's own addresses (from hostAddresses) when the
+// configuration asks for them, as it does by default.
+func (c *Config) RulesConfig(hostAddresses func() ([]netip.Prefix, error)) (rules.Config, error) {
+	rc := c.rulesConfig()
+	if c.Allowlist.Loopback {
+		rc.Allow = append(rc.Allow, loopbackNetworks...)
+	}
+	if c.Allowlist.HostAddresses {
+		own, err := hostAddresses()
+		if err != nil {
+			return rules.Config{}, err
+		}
+		rc.Allow = append(rc.Allow, own...)
+	}
+	return rc, nil
+}
+
+func (c *Config) rulesConfig() rules.Config {
+	ip, login := defaultIPThreshold, defaultLoginThreshold
+	if c.Fail2ban != nil {
+		ip, login = rules.Threshold(*c.Fail2ban), rules.Threshold(*c.Fail2ban)
+	}
+	if c.Rules.IP.Threshold != nil {
+		ip = rules.Threshold(*c.Rules.IP.Threshold)
+	}
+	if c.Rules.Login.Threshold != nil {
+		login = rules.Threshold(*c.Rules.Login.Threshold)
+	}
+	return rules.Config{
+		IP:             ip,
+		Login:          login,
+		IPv6Prefix:     c.Rules.IP.IPv6Prefix,
+		BanFor:         time.Duration(c.Rules.Ban.For),
+		BanFactor:      c.Rules.Ban.Factor,
+		BanMax:         time.Duration(c.Rules.Ban.Max),
+		PermanentAfter: c.Rules.Ban.PermanentAfter,
+		OffenderMemory: time.Duration(c.Rules.Ban.OffenderMemory),
+		LockFor:        time.Duration(c.Rules.Login.LockFor),
+		SuccessMemory:  time.Duration(c.Rules.Login.SuccessMemory),
+		Allow:          prefixes(c.Allowlist.Networks),
+		Blocked:        prefixes(c.BlockedNetworks),
+		EvidenceLines:  c.Rules.EvidenceLines,
+	}
+}
+
+func prefixes(ns []Network) []netip.Prefix {
+	out := make([]netip.Prefix, len(ns))
+	for i, n := range ns {
+		out[i] = netip.Prefix(n)
+	}
+	return out
+}
+
+// FileSource gives the file source its settings.
+func (s *SourceConfig) FileSource() source.FileConfig {
+	return source.FileConfig{
+		Name:         s.Name,
+		Paths:        slices.Clone(s.Paths),
+		StartAtEnd:   s.StartAt != "beginning",
+		Poll:         s.Poll,
+		PollInterval: time.Duration(s.PollInterval),
+	}
+}
+
+// FormatSpecs is every format a configuration can use, presets first and
+// the configuration's own after them, restricted to names when names is not
+// empty.
+func (c *Config) FormatSpecs(names []string) ([]parsers.FormatSpec, error) {
+	presets, err := parsers.Presets()
+	if err != nil {
+		return nil, err
+	}
+	all := make(map[string]parsers.FormatSpec, len(presets)+len(c.Formats))
+	order := make([]string, 0, len(all))
+	for name, spec := range presets {
+		all[name] = spec
+		order = append(order, name)
+	}
+	slices.Sort(order)
+	for _, f := range c.Formats {
+		if _, ok := all[f.Name]; !ok {
+			order = append(order, f.Name)
+		}
+		all[f.Name] = f // a user's format of a preset's name replaces the preset
+	}
+	if len(names) == 0 {
+		names = order
+	}
+	specs := make([]parsers.FormatSpec, 0, len(names))
+	for _, n := range names {
+		spec, ok := all[n]
+		if !ok {
+			return nil, fmt.Errorf("no format named %q", n)
+		}
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
