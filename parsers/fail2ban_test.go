@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,15 +116,6 @@ func derivedUsers(t *testing.T, file string) map[int]string {
 	return users
 }
 
-func has(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // TestFail2banSamples checks the presets against fail2ban's annotated sample
 // logs: every line relevant to password guessing must agree on whether it is
 // a failure and on the address. Where mailban deliberately disagrees, the
@@ -148,9 +140,9 @@ func TestFail2banSamples(t *testing.T) {
 			file: "postfix", format: "postfix", min: 15,
 			want: func(c f2bCase) (bool, string) {
 				switch {
-				case has(c.modes, "auth"):
+				case slices.Contains(c.modes, "auth"):
 					return c.match, ""
-				case strings.Contains(c.text, " SASL ") && has(c.modes, "aggressive"):
+				case strings.Contains(c.text, " SASL ") && slices.Contains(c.modes, "aggressive"):
 					// Aggressive mode includes auth mode's expressions, and adds this one:
 					if strings.Contains(c.text, "Invalid authentication mechanism") {
 						return false, "the client named a mechanism the server does not offer: no credentials were checked (fail2ban's auth mode agrees, one line earlier)"
@@ -164,7 +156,7 @@ func TestFail2banSamples(t *testing.T) {
 			file: "dovecot", format: "dovecot", min: 30,
 			want: func(c f2bCase) (bool, string) {
 				switch {
-				case !has(c.modes, ""):
+				case !slices.Contains(c.modes, ""):
 					return false, "aggressive mode counts connections that never tried a password (no auth attempts, TLS handshake failures)"
 				case !strings.Contains(c.text, "-login: ") && authProcess.MatchString(c.text):
 					return false, "auth-process line: its attempt is also in a login-process line or in the SASL client's own line; counting both counts it twice"

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -203,7 +204,7 @@ func (p *Parser) tagged(program, msg string, o *origin) (Event, bool) {
 		}
 	}
 	for _, f := range p.globbed {
-		if !f.claims(program) || containsFormat(exact, f) {
+		if !f.claims(program) || slices.Contains(exact, f) {
 			continue
 		}
 		if ev, ok := p.try(f, msg, o); ok {
@@ -216,15 +217,6 @@ func (p *Parser) tagged(program, msg string, o *origin) (Event, bool) {
 func (f *format) claims(program string) bool {
 	for _, g := range f.programs {
 		if g.match(program) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsFormat(list []*format, f *format) bool {
-	for _, x := range list {
-		if x == f {
 			return true
 		}
 	}

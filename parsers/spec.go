@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,21 +134,12 @@ func checkKeys(n *yaml.Node, what string, known ...string) (positions, []string)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		pos.keys[k.Value] = v.Line
-		if !contains(known, k.Value) {
+		if !slices.Contains(known, k.Value) {
 			errs = append(errs, fmt.Sprintf("line %d: unknown key %q in %s (known: %s)",
 				k.Line, k.Value, what, strings.Join(known, ", ")))
 		}
 	}
 	return pos, errs
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func typeErrorf(line int, format string, args ...any) error {
