@@ -41,6 +41,13 @@ type fingerprint struct {
 	sum uint64
 }
 
+// fingerprintOf hashes b.
+func fingerprintOf(b []byte) fingerprint {
+	h := fnv.New64a()
+	h.Write(b)
+	return fingerprint{n: len(b), sum: h.Sum64()}
+}
+
 // readFingerprint hashes the first n bytes of r. It fails with io.ErrUnexpectedEOF
 // if r is shorter than n.
 func readFingerprint(r io.ReaderAt, n int) (fingerprint, error) {
@@ -55,29 +62,7 @@ func readFingerprint(r io.ReaderAt, n int) (fingerprint, error) {
 		}
 		return fingerprint{}, err
 	}
-	h := fnv.New64a()
-	h.Write(buf[:n])
-	return fingerprint{n: n, sum: h.Sum64()}, nil
-}
-
-// extend returns the fingerprint of r's first n bytes (n > fp.n), provided
-// r still starts with the bytes fp was taken from: a file rewritten since
-// must not lend its new bytes to the old content's fingerprint.
-func (fp fingerprint) extend(r io.ReaderAt, n int) (fingerprint, bool) {
-	if n <= fp.n || n > fingerprintSize {
-		return fp, false
-	}
-	var buf [fingerprintSize]byte
-	if got, _ := r.ReadAt(buf[:n], 0); got < n {
-		return fp, false
-	}
-	h := fnv.New64a()
-	h.Write(buf[:fp.n])
-	if h.Sum64() != fp.sum {
-		return fp, false
-	}
-	h.Write(buf[fp.n:n])
-	return fingerprint{n: n, sum: h.Sum64()}, true
+	return fingerprintOf(buf[:n]), nil
 }
 
 // matches reports whether r still starts with the bytes fp was taken from.

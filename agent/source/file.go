@@ -326,6 +326,8 @@ type StreamStatus struct {
 	Rotated     int       // files rotated away, still read for late lines
 	Errors      uint64    // problems met (open, stat, read, the follower)
 	LastError   string    // the latest problem; "" once resolved
+
+	follower string // the name nxadm/tail follows, for tests
 }
 
 // Status reports each stream's state, sorted by path.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nxadm/tail/watch"
 )
 
 // TestFileRenameRotation is logrotate's default (create): the log is renamed,
@@ -115,6 +117,7 @@ func TestFileCopyTruncate(t *testing.T) {
 			appendLines(t, path, numbered("b", 0, n)...)
 			copyTruncate(t, path, path+".1")
 			appendLines(t, path, numbered("c", 0, k)...)
+			r.waitText("c 99")
 			r.waitLines(10 + n + k)
 			appendLines(t, path, "end 0")
 			r.waitText("end 0")
@@ -511,5 +514,113 @@ func TestNewFileRejects(t *testing.T) {
 				t.Errorf("error %v does not wrap ErrBadCursor", err)
 			}
 		})
+	}
+}
+
+// TestFileCopyTruncateSlowConsumer: copytruncate while the consumer is far
+// behind, so that the truncation takes lines nobody read yet; they come
+// from the copy, and each line still arrives once.
+func TestFileCopyTruncateSlowConsumer(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "mail.log")
+			appendLines(t, path, numbered("a", 0, 10)...)
+			r := startRun(t, testConfig(mode.poll, path), nil)
+			r.waitLines(10)
+
+			const n, k = 5000, 100
+			r.gate.Lock()
+			appendLines(t, path, numbered("b", 0, n)...)
+			copyTruncate(t, path, path+".1")
+			appendLines(t, path, numbered("c", 0, k)...)
+			r.gate.Unlock()
+			r.waitLines(10 + n + k)
+			appendLines(t, path, "end 0")
+			r.waitText("end 0")
+			r.stop()
+			checkExactlyOnce(t, r.snapshot(), numbered("a", 0, 10), numbered("b", 0, n), numbered("c", 0, k), []string{"end 0"})
+		})
+	}
+}
+
+// TestFileRemovedNotRecreated: a removed path's file is still read while
+// its writer may use it; after the grace period it is let go of, and a file
+// that takes the path later is read from its beginning.
+func TestFileRemovedNotRecreated(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mail.log")
+			w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			writeLines(t, w, numbered("a", 0, 5)...)
+			r := startRun(t, testConfig(mode.poll, path), nil)
+			r.waitLines(5)
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			r.waitStatus(path, "detached", func(st StreamStatus) bool { return st.State == stateDetached })
+			writeLines(t, w, numbered("a", 5, 10)...)
+			r.waitLines(10)
+			r.clock.Advance(2 * time.Hour)
+			r.waitStatus(path, "waiting", func(st StreamStatus) bool { return st.State == stateWaiting })
+			writeLines(t, w, "lost 0") // nobody reads a removed file for ever
+
+			appendLines(t, path, numbered("b", 0, 5)...)
+			r.waitLines(15)
+			appendLines(t, path, "end 0")
+			r.waitText("end 0")
+			r.stop()
+			checkExactlyOnce(t, r.snapshot(), numbered("a", 0, 10), numbered("b", 0, 5), []string{"end 0"})
+		})
+	}
+}
+
+// TestFileFollowerStall: when the library's process-wide inotify table loses
+// the follower's watch, the watchdog notices the unread lines and polls.
+func TestFileFollowerStall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.log")
+	appendLines(t, path, numbered("a", 0, 5)...)
+	r := startRun(t, testConfig(false, path), nil)
+	r.waitLines(5)
+	st := r.waitStatus(path, "following", func(st StreamStatus) bool { return st.follower != "" })
+
+	// Make sure the table exists (Events needs it), with a name of our own.
+	other := filepath.Join(t.TempDir(), "other")
+	appendLines(t, other, "x")
+	if err := watch.Watch(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.RemoveWatch(other); err != nil {
+		t.Fatal(err)
+	}
+	// Once the follower watches its file, a second watcher of the same name
+	// that goes away takes the follower's events with it.
+	waitFor(t, "the follower's watch", func() bool { return watch.Events(st.follower) != nil })
+	if err := watch.Watch(st.follower); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.RemoveWatch(st.follower); err != nil {
+		t.Fatal(err)
+	}
+
+	appendLines(t, path, numbered("a", 5, 10)...)
+	r.waitLines(10)
+	r.waitStatus(path, "polling", func(st StreamStatus) bool { return st.Mode == "poll" })
+	r.stop()
+	checkExactlyOnce(t, r.snapshot(), numbered("a", 0, 10))
+}
+
+func TestFileRunTwice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.log")
+	r := startRun(t, testConfig(false, path), nil)
+	r.waitStatus(path, "waiting", func(st StreamStatus) bool { return st.State == stateWaiting })
+	r.stop()
+	err := r.file.Run(t.Context(), make(chan Line))
+	if err == nil || !strings.Contains(err.Error(), "Run called twice") {
+		t.Errorf("second Run: %v, want an error", err)
 	}
 }

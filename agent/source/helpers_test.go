@@ -65,6 +65,8 @@ type run struct {
 	cancel context.CancelFunc
 	done   chan error
 
+	gate sync.Mutex // held by the test to stop taking lines: a slow consumer
+
 	mu     sync.Mutex
 	lines  []Line
 	cursor map[string][]byte // per stream, the last non-nil cursor: what the agent would save
@@ -101,6 +103,8 @@ func startRun(t *testing.T, cfg FileConfig, saved map[string][]byte) *run {
 	go func() {
 		defer close(collected)
 		for {
+			r.gate.Lock() // wait while the test holds the gate
+			r.gate.Unlock()
 			select {
 			case l := <-out:
 				r.mu.Lock()
@@ -152,7 +156,9 @@ func (r *run) snapshot() []Line {
 // waitLines waits until at least n lines arrived.
 func (r *run) waitLines(n int) {
 	r.t.Helper()
-	waitFor(r.t, fmt.Sprintf("%d lines", n), func() bool { return len(r.snapshot()) >= n })
+	got := 0
+	waitFor(r.t, fmt.Sprintf("%d lines", n), func() bool { got = len(r.snapshot()); return got >= n },
+		func() string { return fmt.Sprintf("got %d: first %q last %q", got, firstText(r.snapshot()), lastText(r.snapshot())) })
 }
 
 // waitText waits until a line with this text arrived.
@@ -181,11 +187,14 @@ func (r *run) waitStatus(path, what string, ok func(StreamStatus) bool) StreamSt
 
 // waitFor polls cond until it holds or waitTimeout passes. It waits for
 // files and goroutines to do something, never for time itself to pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t *testing.T, what string, cond func() bool, explain ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, e := range explain {
+				what += "; " + e()
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -277,4 +286,18 @@ func checkExactlyOnce(t *testing.T, got []Line, want ...[]string) {
 		}
 		t.Errorf("got %d lines, want %d:\n%s", len(got), len(expect), strings.Join(problems, "\n"))
 	}
+}
+
+func firstText(lines []Line) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return lines[0].Text
+}
+
+func lastText(lines []Line) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return lines[len(lines)-1].Text
 }

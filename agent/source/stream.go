@@ -44,6 +44,7 @@ type stream struct {
 	gone       bool      // the last check found no file to read
 	poll       bool
 	lr         *lineReader
+	scratch    [fingerprintSize]byte
 
 	cur     *tracked   // the path's file, or its last one while detached
 	retired []*tracked // rotated away: read for late lines until their grace ends
@@ -61,6 +62,7 @@ type tracked struct {
 	f    *os.File
 	id   fileID
 	fp   fingerprint // of the first min(pos, fingerprintSize) bytes
+	head []byte      // the bytes fp was taken from, when known
 	pos  int64       // after the last line delivered from this file
 	size int64       // at the last check
 	tl   *tailer     // nil when not followed (detached, retired, or to be restarted)
@@ -74,6 +76,50 @@ type tracked struct {
 	fromTail        uint64
 	fromTailAtCheck uint64
 	pendingSince    time.Time
+}
+
+// sameContent reports whether c's file still starts with the bytes its
+// fingerprint was taken from: false once it was truncated, or truncated and
+// written again past where we read. scratch holds fingerprintSize bytes.
+func (c *tracked) sameContent(scratch []byte) (bool, error) {
+	if c.fp.n == 0 {
+		return true, nil
+	}
+	if len(c.head) != c.fp.n {
+		return c.fp.check(c.f)
+	}
+	got, err := c.f.ReadAt(scratch[:c.fp.n], 0)
+	if got < c.fp.n {
+		if err == nil || errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		return false, err
+	}
+	return bytes.Equal(scratch[:got], c.head), nil
+}
+
+// growHead makes the fingerprint cover the first min(pos, fingerprintSize)
+// bytes, provided the file still starts with the bytes it covers: new content
+// written in place must not lend its bytes to the old content's fingerprint.
+func (c *tracked) growHead() {
+	n := int(min(c.pos, fingerprintSize))
+	if n <= c.fp.n {
+		return
+	}
+	buf := make([]byte, n)
+	if got, _ := c.f.ReadAt(buf, 0); got < n {
+		return
+	}
+	known := buf[:c.fp.n]
+	if len(c.head) == c.fp.n && !bytes.Equal(known, c.head) || len(c.head) != c.fp.n && fingerprintOf(known) != c.fp {
+		return
+	}
+	c.head, c.fp = buf, fingerprintOf(buf)
+}
+
+// resetHead is for content that starts again at 0.
+func (c *tracked) resetHead() {
+	c.head, c.fp = nil, fingerprintOf(nil)
 }
 
 func (f *File) newStream(path string, fromGlob, initial bool, out chan<- Line) *stream {
@@ -274,9 +320,8 @@ func (s *stream) open(ctx context.Context) error {
 		return err
 	}
 	c.pos = pos
-	if fp, err := readFingerprint(f, int(min(pos, fingerprintSize))); err == nil {
-		c.fp = fp
-	}
+	c.resetHead()
+	c.growHead()
 	s.cur = c
 	s.update(func(st *StreamStatus) {
 		st.State, st.Offset, st.Size = stateFollowing, c.pos, c.size
@@ -362,7 +407,7 @@ func (s *stream) followCurrent(ctx context.Context, c *tracked) error {
 		return nil
 	}
 	size := fi.Size()
-	same, err := c.fp.check(c.f)
+	same, err := c.sameContent(s.scratch[:])
 	if err != nil {
 		s.problem("read file", err)
 		return nil
@@ -386,9 +431,10 @@ func (s *stream) followCurrent(ctx context.Context, c *tracked) error {
 // delivers nothing before the follower is restarted. nxadm/tail keeps one
 // process-wide inotify table keyed by name, where a watch can be lost (a
 // descriptor number reused before the old watch is removed; two sources on
-// one inode): the watchdog makes such a loss a delay, not a stop.
+// one inode): the watchdog makes such a loss a delay, not a stop. In Poll
+// mode the library looks every 250ms, well within the minimum.
 func (s *stream) stallAfter() time.Duration {
-	return max(4*s.src.cfg.PollInterval, 2*time.Second)
+	return max(4*s.src.cfg.PollInterval, time.Second)
 }
 
 func (s *stream) watchdog(c *tracked) {
@@ -408,8 +454,16 @@ func (s *stream) watchdog(c *tracked) {
 		return
 	}
 	if waited := time.Since(c.pendingSince); waited >= s.stallAfter() {
-		s.log.Warn("follower delivered nothing while lines waited; restarting it", "offset", c.pos, "waited", waited)
 		s.stopTail(c)
+		if s.poll {
+			s.log.Warn("follower delivered nothing while lines waited; restarting it", "offset", c.pos, "waited", waited)
+		} else {
+			// Restarting under the same name could meet the same broken
+			// table entry; polling does not use the table.
+			s.log.Warn("follower delivered nothing while lines waited; polling this file from now on", "offset", c.pos, "waited", waited)
+			s.poll = true
+			s.update(func(st *StreamStatus) { st.Mode = modeName(true) })
+		}
 		s.startTail(c)
 	}
 }
@@ -447,9 +501,7 @@ func (s *stream) truncated(ctx context.Context, c *tracked, restart bool) error 
 	}
 	s.update(func(st *StreamStatus) { st.Truncations++ })
 	c.pos, c.pendingSince = 0, time.Time{}
-	if fp, err := readFingerprint(c.f, 0); err == nil {
-		c.fp = fp
-	}
+	c.resetHead()
 	rf, err := findRotated(s.path, position{id: c.id, fp: oldFP, off: oldPos}, c.id)
 	if err != nil {
 		s.problem("look for the copy of a truncated file", err)
@@ -590,15 +642,30 @@ func (s *stream) fromTail(ctx context.Context, l *tail.Line) error {
 		return nil
 	}
 	text, end := l.Text, l.SeekInfo.Offset
-	if start := end - int64(len(text)) - 1; start != c.pos {
-		if start != 0 {
-			s.log.Warn("follower out of step; following again from the last line delivered",
-				"offset", c.pos, "line_start", start)
-			s.stopTail(c)
-			s.startTail(c)
-			return nil
-		}
-		// The library reopened the file at 0: it saw it shrink.
+	start := end - int64(len(text)) - 1
+	if start != c.pos && start != 0 {
+		s.log.Warn("follower out of step; following again from the last line delivered",
+			"offset", c.pos, "line_start", start)
+		s.stopTail(c)
+		s.startTail(c)
+		return nil
+	}
+	// The line was read before this check. If the file still holds what
+	// was delivered from it, the line is from that content; if not, the
+	// file was truncated and perhaps written again past our offset, where
+	// the library would read the new content as if it were the old.
+	same, err := c.sameContent(s.scratch[:])
+	if err != nil {
+		s.problem("read file", err)
+	}
+	if err == nil && !same {
+		// The line may be old content or new: drop it, and read the old
+		// content's rest from its copy and the new from 0.
+		return s.truncated(ctx, c, true)
+	}
+	if start != c.pos {
+		// The library reopened the file at 0: it saw it shrink, and the
+		// new content starts like the old.
 		if err := s.truncated(ctx, c, false); err != nil {
 			return err
 		}
@@ -632,9 +699,7 @@ func (s *stream) deliver(ctx context.Context, c *tracked, text string, end int64
 	var value []byte
 	if !c.late {
 		if c.fp.n < fingerprintSize && c.pos > int64(c.fp.n) {
-			if fp, ok := c.fp.extend(c.f, int(min(c.pos, fingerprintSize))); ok {
-				c.fp = fp
-			}
+			c.growHead()
 		}
 		value = encodeCursor(position{id: c.id, fp: c.fp, off: c.pos})
 	}
@@ -674,6 +739,7 @@ func (s *stream) startTail(c *tracked) {
 	c.tl = tl
 	c.fromTailAtCheck = c.fromTail
 	c.pendingSince = time.Time{}
+	s.update(func(st *StreamStatus) { st.follower = tl.name })
 }
 
 func (s *stream) stopTail(c *tracked) {

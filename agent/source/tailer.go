@@ -22,7 +22,8 @@ import (
 // (ReOpen without Follow exits), the file exists and is open before the
 // library stats it, and inotify was checked by canUseInotify.
 type tailer struct {
-	t *tail.Tail
+	t    *tail.Tail
+	name string // what the library was given to follow
 }
 
 func startTailer(f *os.File, offset int64, poll bool) (*tailer, error) {
@@ -39,7 +40,7 @@ func startTailer(f *os.File, offset int64, poll bool) (*tailer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start tail of %s: %w", name, err)
 	}
-	return &tailer{t: t}, nil
+	return &tailer{t: t, name: name}, nil
 }
 
 // lines delivers the lines read; it is closed when the library stops, after
