@@ -40,6 +40,7 @@ type Engine struct {
 	cfg   Config
 	allow allowList
 
+	slab      ringSlab // the rings of every window with two or more failures
 	addrs     map[groupKey]window
 	logins    map[string]*loginState
 	offenders map[groupKey][]int64 // end of each remembered ban, ascending; forever: math.MaxInt64
@@ -50,17 +51,20 @@ type Engine struct {
 
 	evidence evidenceRing
 
-	tracking    bool
-	dirtyAddrs  map[groupKey]uint8 // dirtyWindow, dirtyOffender
-	dirtyLogins map[string]uint8   // dirtyWindow, dirtyLock
-	dirtyBans   map[netip.Prefix]struct{}
-	dirtyBlocks map[netip.Prefix]struct{}
+	// Changes since the last TakeChanges. Address windows are the bulk, so
+	// rather than a set they are a list, with a flag (refDirty) in each
+	// window already listed; a key can be listed twice after a deletion.
+	tracking       bool
+	changedAddrs   []groupKey
+	dirtyOffenders map[groupKey]struct{}
+	dirtyLogins    map[string]uint8 // dirtyWindow, dirtyLock
+	dirtyBans      map[netip.Prefix]struct{}
+	dirtyBlocks    map[netip.Prefix]struct{}
 }
 
 const (
-	dirtyWindow   = 1 << iota // addrs or logins entry
-	dirtyOffender             // offenders entry
-	dirtyLock                 // locks entry
+	dirtyWindow = 1 << iota // the logins entry
+	dirtyLock               // the locks entry
 )
 
 // hold is a ban or a lock in force (or expired and not yet collected).
@@ -259,7 +263,7 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 			lockBan = haveAddr && !refused
 		default:
 			loginRef = max(t, ls.win.last)
-			ls.win.trim(loginRef, loginPeriod)
+			ls.win.trim(&e.slab, loginRef, loginPeriod)
 			countLogin = loginRef-t < loginPeriod
 		}
 	}
@@ -267,15 +271,16 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 	// Against the address.
 	var (
 		w         window
+		existed   bool
 		countAddr bool
 		addrRef   int64
 	)
 	addrPeriod := int64(e.cfg.IP.Period)
 	if haveAddr && !refused && (e.cfg.IP.Enabled() || lockBan) {
-		w = e.addrs[key]
+		w, existed = e.addrs[key]
 		addrRef = max(t, w.last)
 		if e.cfg.IP.Enabled() {
-			w.trim(addrRef, addrPeriod)
+			w.trim(&e.slab, addrRef, addrPeriod)
 			countAddr = addrRef-t < addrPeriod
 		}
 	}
@@ -283,31 +288,31 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 	if ev.Evidence != "" && (countAddr || lockBan || countLogin) {
 		var prevAddr, prevLogin uint64
 		if countAddr || lockBan {
-			prevAddr = w.head
+			prevAddr = w.head(&e.slab)
 		}
 		if countLogin {
-			prevLogin = ls.win.head
+			prevLogin = ls.win.head(&e.slab)
 		}
 		seq := e.evidence.push(ev.Evidence, t, prevAddr, prevLogin)
 		if countAddr || lockBan {
-			w.head = seq
+			w.setHead(&e.slab, seq)
 		}
 		if countLogin {
-			ls.win.head = seq
+			ls.win.setHead(&e.slab, seq)
 		}
 	}
 
 	var out []Decision
 	if countLogin {
-		c := ls.win.count() + attempts
+		c := ls.win.count(&e.slab) + attempts
 		if c >= e.cfg.Login.Count {
-			evidence := e.evidence.lines(ls.win.head, true, loginRef-loginPeriod, e.cfg.EvidenceLines)
+			evidence := e.evidence.lines(ls.win.head(&e.slab), true, loginRef-loginPeriod, e.cfg.EvidenceLines)
 			reason := fmt.Sprintf("%d failed logins in %s (threshold %s)", c, FormatDuration(e.cfg.Login.Period), e.cfg.Login)
 			if d, ok := e.lock(ev.Login, ls, t, now, reason, evidence); ok {
 				out = append(out, d)
 			}
 		} else {
-			ls.win.add(t, attempts, e.cfg.Login.Count-1)
+			ls.win.add(&e.slab, t, attempts, e.cfg.Login.Count-1)
 		}
 		e.touchLogin(ev.Login, dirtyWindow)
 	}
@@ -318,29 +323,34 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 		if e.cfg.IP.Enabled() {
 			after = addrRef - addrPeriod
 		}
-		evidence := e.evidence.lines(w.head, false, after, e.cfg.EvidenceLines)
-		if _, ok := e.addrs[key]; ok {
-			delete(e.addrs, key) // a banned address's window is cleared
-			e.touchAddr(key, dirtyWindow)
+		evidence := e.evidence.lines(w.head(&e.slab), false, after, e.cfg.EvidenceLines)
+		if existed {
+			e.dropAddr(key, w) // a banned address's window is cleared
+		} else {
+			w.release(&e.slab)
 		}
 		reason := fmt.Sprintf("failed login as %q, which is locked", ev.Login)
 		if d, ok := e.ban(key, pfx, t, now, reason, evidence); ok {
 			out = append(out, d)
 		}
 	case countAddr:
-		c := w.count() + attempts
+		c := w.count(&e.slab) + attempts
 		if c >= e.cfg.IP.Count {
-			evidence := e.evidence.lines(w.head, false, addrRef-addrPeriod, e.cfg.EvidenceLines)
-			delete(e.addrs, key)
+			evidence := e.evidence.lines(w.head(&e.slab), false, addrRef-addrPeriod, e.cfg.EvidenceLines)
+			if existed {
+				e.dropAddr(key, w)
+			} else {
+				w.release(&e.slab)
+			}
 			reason := fmt.Sprintf("%d failures in %s (threshold %s)", c, FormatDuration(e.cfg.IP.Period), e.cfg.IP)
 			if d, ok := e.ban(key, pfx, t, now, reason, evidence); ok {
 				out = append(out, d)
 			}
 		} else {
-			w.add(t, attempts, e.cfg.IP.Count-1)
+			w.add(&e.slab, t, attempts, e.cfg.IP.Count-1)
+			e.markAddr(key, &w)
 			e.addrs[key] = w
 		}
-		e.touchAddr(key, dirtyWindow)
 	}
 	return out
 }
@@ -433,7 +443,7 @@ func (e *Engine) ban(key groupKey, p netip.Prefix, t, now int64, reason string, 
 		ends = ends[len(ends)-MaxRemembered:]
 	}
 	e.offenders[key] = ends
-	e.touchAddr(key, dirtyOffender)
+	e.touchOffender(key)
 	if !permanent && end <= now {
 		return Decision{}, false
 	}
@@ -448,7 +458,7 @@ func (e *Engine) ban(key groupKey, p netip.Prefix, t, now int64, reason string, 
 func (e *Engine) lock(login string, ls *loginState, t, now int64, reason string, evidence []string) (Decision, bool) {
 	until := t + int64(e.cfg.LockFor)
 	ls.lockedUntil = max(ls.lockedUntil, until)
-	ls.win = window{}
+	ls.win.release(&e.slab)
 	if until <= now {
 		return Decision{}, false
 	}
@@ -488,25 +498,40 @@ func (e *Engine) Check(addr netip.Addr, login string) Verdict {
 			return Verdict{Allow: true}
 		}
 		for p, b := range e.blocks.containing(addr) {
-			return Verdict{Reason: fmt.Sprintf("%s is blocked: %s", p, b.decision(p).Reason)}
+			return Verdict{Reason: "blocked: " + b.decision(p).Reason}
 		}
-		for p, h := range e.bans.containing(addr) {
+		for _, h := range e.bans.containing(addr) {
 			if h.until == 0 || now < h.until {
-				return Verdict{Until: unixTime(h.until), Reason: fmt.Sprintf("%s is banned: %s", p, h.reason)}
+				return Verdict{Until: unixTime(h.until), Reason: "banned: " + h.reason}
 			}
 		}
 		key, _ = group(addr, e.cfg.IPv6Prefix)
 	}
 	if login != "" && len(e.locks) > 0 {
-		login = parsers.NormalizeLogin(login)
+		login = normalizeLogin(login)
 		if h := e.locks[login]; h != nil && now < h.until {
 			ls := e.logins[login]
 			if !addr.IsValid() || ls == nil || !ls.exempt(key, now, int64(e.cfg.SuccessMemory)) {
-				return Verdict{Until: unixTime(h.until), Reason: fmt.Sprintf("login %q is locked: %s", login, h.reason)}
+				return Verdict{Until: unixTime(h.until), Reason: "login locked: " + h.reason}
 			}
 		}
 	}
 	return Verdict{Allow: true}
+}
+
+// normalizeLogin is parsers.NormalizeLogin without an allocation for the
+// usual login that is already normalised: printable ASCII, no capitals, no
+// surrounding space.
+func normalizeLogin(s string) string {
+	if s == "" || len(s) > parsers.MaxLoginLen {
+		return parsers.NormalizeLogin(s)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || ('A' <= c && c <= 'Z') {
+			return parsers.NormalizeLogin(s)
+		}
+	}
+	return s
 }
 
 // Stats counts what the engine holds now.
@@ -523,9 +548,27 @@ func (e *Engine) Stats() Stats {
 	}
 }
 
-func (e *Engine) touchAddr(k groupKey, what uint8) {
+// markAddr notes that k's window changed; w is the window about to be
+// stored under k.
+func (e *Engine) markAddr(k groupKey, w *window) {
+	if e.tracking && !w.dirty() {
+		w.ref |= refDirty
+		e.changedAddrs = append(e.changedAddrs, k)
+	}
+}
+
+// dropAddr forgets k's window w (as stored) and gives back its ring.
+func (e *Engine) dropAddr(k groupKey, w window) {
+	w.release(&e.slab)
+	delete(e.addrs, k)
+	if e.tracking && !w.dirty() {
+		e.changedAddrs = append(e.changedAddrs, k)
+	}
+}
+
+func (e *Engine) touchOffender(k groupKey) {
 	if e.tracking {
-		e.dirtyAddrs[k] |= what
+		e.dirtyOffenders[k] = struct{}{}
 	}
 }
 

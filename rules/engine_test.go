@@ -59,6 +59,7 @@ func TestAddressWindow(t *testing.T) {
 					clock.Set(at)
 				}
 				got := e.Observe(failure("203.0.113.7", "", at, s.attempts))
+				checkInvariants(t, e)
 				if i != tt.banAt {
 					if len(got) != 0 {
 						t.Fatalf("step %d (%v): got %v, want no decision", i, s.at, summaries(got))
@@ -749,10 +750,14 @@ func TestExpireForgets(t *testing.T) {
 	if got := summaries(e.Expire()); !slices.Equal(got, []string{"unban 198.51.100.3/32 at 2026-11-25 13:00:00"}) {
 		t.Fatalf("Expire at the ban's end: %v", got)
 	}
+	checkInvariants(t, e)
 	clock.Set(t0.Add(Day + time.Hour))
 	e.Expire()
 	if s := e.Stats(); s != (Stats{}) {
 		t.Fatalf("a day later: %+v, want nothing left", s)
+	}
+	if n := e.slab.used(); n != 0 {
+		t.Fatalf("%d rings still in use with nothing left", n)
 	}
 }
 
@@ -869,5 +874,15 @@ func TestObserveIgnoresWhatItDoesNotKnow(t *testing.T) {
 	}
 	if s := e.Stats(); s != (Stats{}) {
 		t.Fatalf("%+v", s)
+	}
+}
+
+func TestNormalizeLoginAgreesWithParsers(t *testing.T) {
+	long := strings.Repeat("a", parsers.MaxLoginLen+10)
+	for _, s := range []string{"", "alice", "Alice", " alice", "alice ", "al ice", "al\tice", "ÉTÉ", "été", "a\xffb",
+		"user@example.com", "USER@EXAMPLE.COM", long, long[:parsers.MaxLoginLen], "x\x7f", "\u00a0bob", "bob\u0085"} {
+		if got, want := normalizeLogin(s), parsers.NormalizeLogin(s); got != want {
+			t.Errorf("normalizeLogin(%q) = %q, parsers.NormalizeLogin says %q", s, got, want)
+		}
 	}
 }

@@ -103,3 +103,48 @@ func summaries(ds []Decision) []string {
 	}
 	return out
 }
+
+// checkInvariants checks the bookkeeping no test sees directly: every ring
+// in the slab belongs to exactly one window, every window's ring is in
+// use, and (while tracking) every window flagged as changed is listed.
+func checkInvariants(t testing.TB, e *Engine) {
+	t.Helper()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	owner := map[uint64]string{}
+	own := func(w window, who string) {
+		if w.ref&refRing == 0 {
+			return
+		}
+		i := w.ref & refValue
+		if i >= uint64(len(e.slab.rings)) {
+			t.Fatalf("%s: ring %d is outside the slab", who, i)
+		}
+		if prev, ok := owner[i]; ok {
+			t.Fatalf("%s and %s share ring %d", who, prev, i)
+		}
+		if e.slab.rings[i].buf == nil {
+			t.Fatalf("%s: ring %d was given back", who, i)
+		}
+		owner[i] = who
+	}
+	listed := map[groupKey]bool{}
+	for _, k := range e.changedAddrs {
+		listed[k] = true
+	}
+	for k, w := range e.addrs {
+		own(w, netip.AddrFrom16(k).String())
+		if w.count(&e.slab) == 0 {
+			t.Errorf("address %s holds an empty window", netip.AddrFrom16(k))
+		}
+		if e.tracking && w.dirty() && !listed[k] {
+			t.Errorf("address %s is flagged as changed but not listed", netip.AddrFrom16(k))
+		}
+	}
+	for l, ls := range e.logins {
+		own(ls.win, "login "+l)
+	}
+	if len(owner) != e.slab.used() {
+		t.Fatalf("%d rings in use, %d owned by windows", e.slab.used(), len(owner))
+	}
+}

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"time"
-
-	"github.com/mailban/mailban/parsers"
 )
 
 // ErrAllowlisted is returned (wrapped) when an operator asks to ban or
@@ -66,7 +64,7 @@ func (e *Engine) Unban(p netip.Prefix) (Decision, bool) {
 	if key, ok := prefixKey(p, e.cfg.IPv6Prefix); ok {
 		if _, ok := e.offenders[key]; ok {
 			delete(e.offenders, key)
-			e.touchAddr(key, dirtyOffender)
+			e.touchOffender(key)
 		}
 	}
 	return Decision{Action: Unban, Prefix: p, At: unixTime(e.clock.Now().UnixNano()), Reason: "manual unban"}, true
@@ -120,7 +118,7 @@ func (e *Engine) UnblockManual(p netip.Prefix) (Decision, bool) {
 // Unlock lifts the lock on login (normalised here). It reports false when
 // the login is not locked.
 func (e *Engine) Unlock(login string) (Decision, bool) {
-	login = parsers.NormalizeLogin(login)
+	login = normalizeLogin(login)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if ls := e.logins[login]; ls != nil && ls.lockedUntil != 0 {
@@ -206,20 +204,18 @@ func (e *Engine) Expire() []Decision {
 	addrPeriod := int64(e.cfg.IP.Period)
 	for k, w := range e.addrs {
 		if !e.cfg.IP.Enabled() {
-			delete(e.addrs, k)
-			e.touchAddr(k, dirtyWindow)
+			e.dropAddr(k, w)
 			continue
 		}
-		n := w.count()
-		w.trim(now, addrPeriod)
-		switch {
-		case w.count() == 0:
-			delete(e.addrs, k)
-			e.touchAddr(k, dirtyWindow)
-		case w.count() != n:
-			w.compact()
+		n := w.count(&e.slab)
+		w.trim(&e.slab, now, addrPeriod)
+		switch c := w.count(&e.slab); {
+		case c == 0:
+			e.dropAddr(k, w)
+		case c != n:
+			w.compact(&e.slab)
+			e.markAddr(k, &w)
 			e.addrs[k] = w
-			e.touchAddr(k, dirtyWindow)
 		}
 	}
 
@@ -229,10 +225,10 @@ func (e *Engine) Expire() []Decision {
 		switch {
 		case len(kept) == 0:
 			delete(e.offenders, k)
-			e.touchAddr(k, dirtyOffender)
+			e.touchOffender(k)
 		case len(kept) != len(ends):
 			e.offenders[k] = slices.Clone(kept) // let the dropped prefix go
-			e.touchAddr(k, dirtyOffender)
+			e.touchOffender(k)
 		}
 	}
 
@@ -240,14 +236,14 @@ func (e *Engine) Expire() []Decision {
 	successMemory := int64(e.cfg.SuccessMemory)
 	for login, ls := range e.logins {
 		changed := false
-		if n := ls.win.count(); n > 0 {
+		if n := ls.win.count(&e.slab); n > 0 {
 			if e.cfg.Login.Enabled() {
-				ls.win.trim(now, loginPeriod)
-				ls.win.compact()
+				ls.win.trim(&e.slab, now, loginPeriod)
+				ls.win.compact(&e.slab)
 			} else {
-				ls.win = window{}
+				ls.win.release(&e.slab)
 			}
-			changed = ls.win.count() != n
+			changed = ls.win.count(&e.slab) != n
 		}
 		if ls.lockedUntil != 0 && ls.lockedUntil <= now {
 			ls.lockedUntil = 0
@@ -269,6 +265,7 @@ func (e *Engine) Expire() []Decision {
 		}
 		switch {
 		case ls.empty():
+			ls.win.release(&e.slab)
 			delete(e.logins, login)
 			e.touchLogin(login, dirtyWindow)
 		case changed:
@@ -303,16 +300,15 @@ func (e *Engine) Reconfigure(cfg Config) ([]Decision, error) {
 				out = append(out, Decision{Action: Unban, Prefix: p, At: unixTime(now), Reason: fmt.Sprintf("allowlisted (%s)", q)})
 			}
 		}
-		for k := range e.addrs {
+		for k, w := range e.addrs {
 			if _, ok := allow.overlapping(keyPrefix(k, e.cfg.IPv6Prefix)); ok {
-				delete(e.addrs, k)
-				e.touchAddr(k, dirtyWindow)
+				e.dropAddr(k, w)
 			}
 		}
 		for k := range e.offenders {
 			if _, ok := allow.overlapping(keyPrefix(k, e.cfg.IPv6Prefix)); ok {
 				delete(e.offenders, k)
-				e.touchAddr(k, dirtyOffender)
+				e.touchOffender(k)
 			}
 		}
 		e.allow = allow

@@ -64,11 +64,13 @@ func (e *Engine) SetTracking(on bool) {
 	}
 	e.setTracking(on)
 	if on {
-		for k := range e.addrs {
-			e.dirtyAddrs[k] |= dirtyWindow
+		for k, w := range e.addrs {
+			w.ref |= refDirty
+			e.addrs[k] = w
+			e.changedAddrs = append(e.changedAddrs, k)
 		}
 		for k := range e.offenders {
-			e.dirtyAddrs[k] |= dirtyOffender
+			e.dirtyOffenders[k] = struct{}{}
 		}
 		for l := range e.logins {
 			e.dirtyLogins[l] |= dirtyWindow
@@ -88,12 +90,13 @@ func (e *Engine) SetTracking(on bool) {
 func (e *Engine) setTracking(on bool) {
 	e.tracking = on
 	if on {
-		e.dirtyAddrs = make(map[groupKey]uint8)
+		e.changedAddrs = nil
+		e.dirtyOffenders = make(map[groupKey]struct{})
 		e.dirtyLogins = make(map[string]uint8)
 		e.dirtyBans = make(map[netip.Prefix]struct{})
 		e.dirtyBlocks = make(map[netip.Prefix]struct{})
 	} else {
-		e.dirtyAddrs, e.dirtyLogins, e.dirtyBans, e.dirtyBlocks = nil, nil, nil, nil
+		e.changedAddrs, e.dirtyOffenders, e.dirtyLogins, e.dirtyBans, e.dirtyBlocks = nil, nil, nil, nil, nil
 	}
 }
 
@@ -107,35 +110,53 @@ func (e *Engine) TakeChanges(dst []Record) []Record {
 	if !e.tracking {
 		return dst
 	}
-	if len(e.dirtyAddrs) > 0 {
-		keys := make([]groupKey, 0, len(e.dirtyAddrs))
-		for k := range e.dirtyAddrs {
-			keys = append(keys, k)
-		}
-		slices.SortFunc(keys, func(a, b groupKey) int { return bytes.Compare(a[:], b[:]) })
+	// Keys and values are carved from a few shared chunks rather than
+	// allocated one by one; scratch is where values are encoded.
+	var (
+		chunks  arena
+		scratch []byte
+	)
+	compareKeys := func(a, b groupKey) int { return bytes.Compare(a[:], b[:]) }
+	if len(e.changedAddrs) > 0 {
+		keys := e.changedAddrs
+		slices.SortFunc(keys, compareKeys)
+		keys = slices.Compact(keys)
 		var times []int64
 		for _, k := range keys {
-			if e.dirtyAddrs[k]&dirtyWindow == 0 {
-				continue
-			}
-			r := Record{Bucket: BucketAddrs, Key: bytes.Clone(k[:])}
+			r := Record{Bucket: BucketAddrs, Key: chunks.copy(k[:])}
 			if w, ok := e.addrs[k]; ok {
-				times = w.appendTimes(times[:0])
-				r.Value = appendTimes([]byte{recordVersion}, times)
+				if w.dirty() {
+					w.ref &^= refDirty
+					e.addrs[k] = w
+				}
+				times = w.appendTimes(&e.slab, times[:0])
+				scratch = appendTimes(append(scratch[:0], recordVersion), times)
+				r.Value = chunks.copy(scratch)
 			}
 			dst = append(dst, r)
 		}
+		// Keep the list's memory for the next batch, unless a burst made
+		// it large.
+		e.changedAddrs = e.changedAddrs[:0]
+		if cap(e.changedAddrs) > 1<<14 {
+			e.changedAddrs = nil
+		}
+	}
+	if len(e.dirtyOffenders) > 0 {
+		keys := make([]groupKey, 0, len(e.dirtyOffenders))
+		for k := range e.dirtyOffenders {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareKeys)
 		for _, k := range keys {
-			if e.dirtyAddrs[k]&dirtyOffender == 0 {
-				continue
-			}
-			r := Record{Bucket: BucketOffenders, Key: bytes.Clone(k[:])}
+			r := Record{Bucket: BucketOffenders, Key: chunks.copy(k[:])}
 			if ends, ok := e.offenders[k]; ok {
-				r.Value = appendTimes([]byte{recordVersion}, ends)
+				scratch = appendTimes(append(scratch[:0], recordVersion), ends)
+				r.Value = chunks.copy(scratch)
 			}
 			dst = append(dst, r)
 		}
-		clear(e.dirtyAddrs)
+		clear(e.dirtyOffenders)
 	}
 	if len(e.dirtyLogins) > 0 {
 		logins := make([]string, 0, len(e.dirtyLogins))
@@ -148,10 +169,11 @@ func (e *Engine) TakeChanges(dst []Record) []Record {
 			if e.dirtyLogins[l]&dirtyWindow == 0 {
 				continue
 			}
-			r := Record{Bucket: BucketLogins, Key: []byte(l)}
+			r := Record{Bucket: BucketLogins, Key: chunks.copyString(l)}
 			if ls, ok := e.logins[l]; ok {
-				times = ls.win.appendTimes(times[:0])
-				r.Value = encodeLogin(ls, times)
+				times = ls.win.appendTimes(&e.slab, times[:0])
+				scratch = appendLogin(scratch[:0], ls, times)
+				r.Value = chunks.copy(scratch)
 			}
 			dst = append(dst, r)
 		}
@@ -194,6 +216,29 @@ func (e *Engine) TakeChanges(dst []Record) []Record {
 	return dst
 }
 
+// arena hands out copies carved from shared chunks, so that a batch of
+// records costs a few allocations, not two per record. A chunk is never
+// written again once handed out.
+type arena struct{ chunk []byte }
+
+func (a *arena) copy(b []byte) []byte {
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, max(len(b), 32<<10))
+	}
+	start := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	return a.chunk[start:len(a.chunk):len(a.chunk)]
+}
+
+func (a *arena) copyString(s string) []byte {
+	if cap(a.chunk)-len(a.chunk) < len(s) {
+		a.chunk = make([]byte, 0, max(len(s), 32<<10))
+	}
+	start := len(a.chunk)
+	a.chunk = append(a.chunk, s...)
+	return a.chunk[start:len(a.chunk):len(a.chunk)]
+}
+
 func sortRecords(rs []Record) {
 	slices.SortFunc(rs, func(a, b Record) int { return bytes.Compare(a.Key, b.Key) })
 }
@@ -228,10 +273,7 @@ func (e *Engine) restore(r Record) error {
 			return fmt.Errorf("key is %d bytes, want 16", len(r.Key))
 		}
 		k := groupKey(r.Key)
-		what, m := uint8(dirtyWindow), "window"
-		if r.Bucket == BucketOffenders {
-			what, m = dirtyOffender, "offences"
-		}
+		windows := r.Bucket == BucketAddrs
 		var times []int64
 		if r.Value != nil {
 			d := decoder{b: r.Value}
@@ -239,26 +281,33 @@ func (e *Engine) restore(r Record) error {
 			times = d.times(MaxRemembered + MaxCount)
 			d.end()
 			if d.err != nil {
-				return fmt.Errorf("decode %s: %w", m, d.err)
+				return fmt.Errorf("decode: %w", d.err)
 			}
 		}
-		if r.Value == nil || len(times) == 0 {
-			if what == dirtyWindow {
-				delete(e.addrs, k)
-			} else {
-				delete(e.offenders, k)
+		_, allowed := e.allow.overlapping(keyPrefix(k, e.cfg.IPv6Prefix))
+		if windows {
+			w, ok := e.addrs[k]
+			switch {
+			case ok && (len(times) == 0 || allowed):
+				e.dropAddr(k, w)
+			case len(times) == 0:
+			case allowed:
+				if e.tracking {
+					e.changedAddrs = append(e.changedAddrs, k) // to delete it
+				}
+			default:
+				w.setTimes(&e.slab, times)
+				e.addrs[k] = w
 			}
 			return nil
 		}
-		if _, allowed := e.allow.overlapping(keyPrefix(k, e.cfg.IPv6Prefix)); allowed {
-			e.touchAddr(k, what)
-			return nil
-		}
-		if what == dirtyWindow {
-			var w window
-			w.setTimes(times)
-			e.addrs[k] = w
-		} else {
+		switch {
+		case len(times) == 0:
+			delete(e.offenders, k)
+		case allowed:
+			delete(e.offenders, k)
+			e.touchOffender(k)
+		default:
 			e.offenders[k] = times
 		}
 	case BucketLogins:
@@ -266,14 +315,22 @@ func (e *Engine) restore(r Record) error {
 		if err != nil {
 			return err
 		}
+		old := e.logins[login]
 		if r.Value == nil {
-			delete(e.logins, login)
+			if old != nil {
+				old.win.release(&e.slab)
+				delete(e.logins, login)
+			}
 			return nil
 		}
-		ls, err := decodeLogin(r.Value)
+		ls, times, err := decodeLogin(r.Value)
 		if err != nil {
 			return fmt.Errorf("decode login state: %w", err)
 		}
+		if old != nil {
+			old.win.release(&e.slab)
+		}
+		ls.win.setTimes(&e.slab, times)
 		e.logins[login] = ls
 	case BucketLocks:
 		login, err := restoredLogin(r.Key)
@@ -382,8 +439,8 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func encodeLogin(ls *loginState, times []int64) []byte {
-	b := appendTimes([]byte{recordVersion}, times)
+func appendLogin(b []byte, ls *loginState, times []int64) []byte {
+	b = appendTimes(append(b, recordVersion), times)
 	b = binary.AppendVarint(b, ls.lockedUntil)
 	b = binary.AppendUvarint(b, uint64(len(ls.successes)))
 	for _, s := range ls.successes {
@@ -393,7 +450,7 @@ func encodeLogin(ls *loginState, times []int64) []byte {
 	return b
 }
 
-func decodeLogin(v []byte) (*loginState, error) {
+func decodeLogin(v []byte) (*loginState, []int64, error) {
 	d := decoder{b: v}
 	d.version()
 	times := d.times(MaxCount)
@@ -413,10 +470,9 @@ func decodeLogin(v []byte) (*loginState, error) {
 		d.fail("lock end %d is negative", ls.lockedUntil)
 	}
 	if d.err != nil {
-		return nil, d.err
+		return nil, nil, d.err
 	}
-	ls.win.setTimes(times)
-	return ls, nil
+	return ls, times, nil
 }
 
 func encodeHold(h *hold) []byte {

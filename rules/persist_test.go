@@ -239,6 +239,9 @@ func TestPersistenceRoundTrip(t *testing.T) {
 				one.SetTracking(true)
 				full.apply(one.TakeChanges(nil))
 				compareStores(t, saved, full)
+				for _, e := range []*Engine{one, two, three, four} {
+					checkInvariants(t, e)
+				}
 			})
 		}
 	}
@@ -352,7 +355,7 @@ func TestTrackingOff(t *testing.T) {
 	if recs := e.TakeChanges(nil); len(recs) != 0 {
 		t.Fatalf("tracking off: %d records", len(recs))
 	}
-	if e.dirtyAddrs != nil || e.dirtyLogins != nil {
+	if e.changedAddrs != nil || e.dirtyLogins != nil {
 		t.Fatal("tracking off still keeps a dirty set")
 	}
 	// Turned on again, the next TakeChanges is a full dump.
@@ -477,6 +480,7 @@ func FuzzRestore(f *testing.F) {
 		e.Observe(&parsers.Event{Kind: parsers.AuthFailure, Time: t0.Add(time.Hour), Addr: netip.MustParseAddr("203.0.113.1"), Login: "alice", Attempts: 1})
 		e.Expire()
 		e.TakeChanges(nil)
+		checkInvariants(t, e)
 	})
 }
 
