@@ -173,20 +173,18 @@ func unixTime(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// minEventTime is the earliest event time counted as itself (1970); an
-// event dated earlier is garbage and counted at this time.
-const minEventTime = 1
-
 // eventTime is the event's own time in Unix nanoseconds, clamped to now
-// (clock skew must not stretch a ban into the future) and to 1970.
+// (clock skew must not stretch a ban into the future). A time before 1970
+// is garbage and counts as the first nanosecond of 1970; Unix nanoseconds
+// cannot hold one after 2262.
 func eventTime(t time.Time, now int64) int64 {
 	if t.IsZero() {
 		return now
 	}
-	if t.Year() < 1970 {
-		return minEventTime
-	}
-	if t.Year() > 2200 {
+	switch sec := t.Unix(); {
+	case sec < 0:
+		return 1
+	case sec >= math.MaxInt64/int64(time.Second):
 		return now
 	}
 	return min(t.UnixNano(), now)

@@ -886,3 +886,34 @@ func TestNormalizeLoginAgreesWithParsers(t *testing.T) {
 		}
 	}
 }
+
+func TestSuccessDoesNotResetFailures(t *testing.T) {
+	cfg := baseConfig()
+	cfg.IP = Threshold{Count: 3, Period: time.Hour}
+	e := newTestEngine(t, cfg, newFakeClock(t0))
+	e.Observe(failure("203.0.113.7", "henry", t0, 2))
+	e.Observe(successEvent("203.0.113.7", "henry", t0))
+	if got := e.Observe(failure("203.0.113.7", "henry", t0, 1)); len(got) != 1 || got[0].Action != Ban {
+		t.Fatalf("got %v, want the third failure to ban despite the success between", summaries(got))
+	}
+}
+
+func TestOddEventTimes(t *testing.T) {
+	cfg := baseConfig()
+	cfg.IP = Threshold{Count: 2, Period: time.Hour}
+	clock := newFakeClock(t0)
+	e := newTestEngine(t, cfg, clock)
+	for _, at := range []time.Time{time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		got := e.Observe(failure("192.0.2.1", "", at, 1))
+		if len(got) != 0 {
+			t.Fatalf("an event from %v: %v", at, summaries(got))
+		}
+	}
+	if e.Stats().Offenders != 1 {
+		t.Fatalf("two garbage-dated failures did not count as one offence long ago: %+v", e.Stats())
+	}
+	got := e.Observe(failure("192.0.2.2", "", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 2))
+	if len(got) != 1 || !got[0].At.Equal(t0) {
+		t.Fatalf("an event from 9999: %v, want a ban now", summaries(got))
+	}
+}

@@ -205,6 +205,11 @@ func TestPersistenceRoundTrip(t *testing.T) {
 				if got, want := activeSummaries(three), activeSummaries(two); !slices.Equal(got, want) {
 					t.Fatalf("Active() after restore:\n got %v\nwant %v", got, want)
 				}
+				for i, d := range three.Active() { // bans and locks keep their evidence
+					if w := two.Active()[i]; d.Reason != w.Reason || !slices.Equal(d.Evidence, w.Evidence) {
+						t.Fatalf("Active()[%d] after restore: %q %q, want %q %q", i, d.Reason, d.Evidence, w.Reason, w.Evidence)
+					}
+				}
 				got := run(t, three, clock2, ops[split:])
 				saved.apply(three.TakeChanges(nil))
 
