@@ -238,6 +238,9 @@ func (f *File) discover(initial bool, active map[string]bool, start func(path st
 			continue
 		}
 		sort.Strings(matches)
+		if initial && len(matches) == 0 {
+			f.logger.Info("no file matches the pattern yet", "pattern", p)
+		}
 		for _, m := range matches {
 			if active[m] || isCompressed(m) {
 				continue

@@ -624,3 +624,26 @@ func TestFileRunTwice(t *testing.T) {
 		t.Errorf("second Run: %v, want an error", err)
 	}
 }
+
+// TestFileTwoSourcesOneFile: two sources following one file in inotify mode
+// share one kernel watch, which the library's table gives to one name only;
+// the other follower stalls, and its watchdog turns it to polling. Both see
+// every line.
+func TestFileTwoSourcesOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.log")
+	appendLines(t, path, numbered("a", 0, 5)...)
+	r1 := startRun(t, testConfig(false, path), nil)
+	r1.waitLines(5)
+	r2 := startRun(t, testConfig(false, path), nil)
+	r2.waitLines(5)
+	appendLines(t, path, numbered("a", 5, 10)...)
+	r1.waitLines(10)
+	r2.waitLines(10)
+	appendLines(t, path, "end 0")
+	r1.waitText("end 0")
+	r2.waitText("end 0")
+	r1.stop()
+	r2.stop()
+	checkExactlyOnce(t, r1.snapshot(), numbered("a", 0, 10), []string{"end 0"})
+	checkExactlyOnce(t, r2.snapshot(), numbered("a", 0, 10), []string{"end 0"})
+}

@@ -158,7 +158,9 @@ func (r *run) waitLines(n int) {
 	r.t.Helper()
 	got := 0
 	waitFor(r.t, fmt.Sprintf("%d lines", n), func() bool { got = len(r.snapshot()); return got >= n },
-		func() string { return fmt.Sprintf("got %d: first %q last %q", got, firstText(r.snapshot()), lastText(r.snapshot())) })
+		func() string {
+			return fmt.Sprintf("got %d: first %q last %q", got, firstText(r.snapshot()), lastText(r.snapshot()))
+		})
 }
 
 // waitText waits until a line with this text arrived.

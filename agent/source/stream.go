@@ -226,13 +226,29 @@ func statPath(path string) (fileID, error) {
 		return fileID{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return fileID{}, fmt.Errorf("%s: %w (%v)", path, errNotRegular, fi.Mode().Type())
+		return fileID{}, fmt.Errorf("%s: %w (%s)", path, errNotRegular, describeType(fi.Mode()))
 	}
 	id, ok := fileIDOf(fi)
 	if !ok {
 		return fileID{}, fmt.Errorf("%s: no device and inode", path)
 	}
 	return id, nil
+}
+
+// describeType names what a path that is not a regular file is.
+func describeType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	default:
+		return "type " + m.Type().String()
+	}
 }
 
 // unavailable reports a path that cannot be opened: logged once while the
@@ -286,7 +302,7 @@ func (s *stream) open(ctx context.Context) error {
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s: %w (%v)", s.path, errNotRegular, fi.Mode().Type())
+		err = fmt.Errorf("%s: %w (%s)", s.path, errNotRegular, describeType(fi.Mode()))
 	}
 	var id fileID
 	if err == nil {

@@ -5,9 +5,11 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/nxadm/tail"
+	"github.com/nxadm/tail/watch"
 )
 
 // tailer follows one open file with github.com/nxadm/tail.
@@ -24,6 +26,7 @@ import (
 type tailer struct {
 	t    *tail.Tail
 	name string // what the library was given to follow
+	poll bool
 }
 
 func startTailer(f *os.File, offset int64, poll bool) (*tailer, error) {
@@ -40,16 +43,33 @@ func startTailer(f *os.File, offset int64, poll bool) (*tailer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start tail of %s: %w", name, err)
 	}
-	return &tailer{t: t, name: name}, nil
+	return &tailer{t: t, name: name, poll: poll}, nil
 }
 
 // lines delivers the lines read; it is closed when the library stops, after
 // stop or on its own (the file was renamed, or an error: see wait).
 func (tl *tailer) lines() <-chan *tail.Line { return tl.t.Lines }
 
-// stop ends the library's reading goroutine and waits for it. Its watcher
-// goroutine ends shortly after, on its own: the library gives no way to wait.
-func (tl *tailer) stop() error { return tl.t.Stop() }
+// stop ends the library's reading goroutine and waits for it. In inotify
+// mode it also waits (boundedly) until the library's watcher goroutine has
+// taken the name out of the process-wide table, which it does on its own
+// after the reader stopped: a follower started under the same name before
+// that (the same descriptor, or its number reused) would share the entry
+// being removed and hear nothing.
+func (tl *tailer) stop() error {
+	err := tl.t.Stop()
+	if !tl.poll {
+		deadline := time.Now().Add(tableRemovalWait)
+		for watch.Events(tl.name) != nil && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	return err
+}
+
+// tableRemovalWait bounds stop's wait for the library's table; the stream's
+// watchdog covers a follower that starts deaf all the same.
+const tableRemovalWait = time.Second
 
 // wait returns why the library stopped, once lines is closed; nil when it
 // stopped because the file was renamed or removed.
@@ -58,12 +78,24 @@ func (tl *tailer) wait() error { return tl.t.Wait() }
 // canUseInotify reports whether an inotify instance can be created. The
 // library's shared watcher calls os.Exit when it cannot create one, so a
 // source falls back to polling when this fails.
+//
+// It then makes sure the library's table exists (adding and removing a watch
+// of "/", a name no follower uses), so that tailer.stop can look into it.
 func canUseInotify() error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("create inotify watcher: %w", err)
 	}
-	return w.Close()
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("close inotify watcher: %w", err)
+	}
+	if err := watch.Watch("/"); err != nil {
+		return fmt.Errorf("watch /: %w", err)
+	}
+	if err := watch.RemoveWatch("/"); err != nil {
+		return fmt.Errorf("stop watching /: %w", err)
+	}
+	return nil
 }
 
 // checkProcFD verifies that /proc/self/fd is there, which tailer relies on.
