@@ -192,7 +192,8 @@ func eventTime(t time.Time, now int64) int64 {
 
 // Observe counts one event (ev.Attempts failures, at least one) and returns
 // what it decides: usually nothing (nil). The event is not retained; its
-// Evidence string is.
+// Evidence string is. A decision's Evidence slice is shared with the
+// engine: do not modify it.
 func (e *Engine) Observe(ev *parsers.Event) []Decision {
 	if ev == nil || (ev.Kind != parsers.AuthFailure && ev.Kind != parsers.AuthSuccess) {
 		return nil
@@ -474,11 +475,14 @@ func lockDecision(login string, h *hold) Decision {
 	return Decision{Action: Lock, Login: login, At: unixTime(h.at), Until: unixTime(h.until), Reason: h.reason, Evidence: h.evidence}
 }
 
+// staticBlockReason is the Reason of a block from Config.Blocked.
+const staticBlockReason = "listed in the configured blocked networks"
+
 func (b *block) decision(p netip.Prefix) Decision {
 	if b.manual {
 		return Decision{Action: Block, Prefix: p, At: unixTime(b.manualAt), Reason: b.manualReason}
 	}
-	return Decision{Action: Block, Prefix: p, At: unixTime(b.staticAt), Reason: "blocked in configuration"}
+	return Decision{Action: Block, Prefix: p, At: unixTime(b.staticAt), Reason: staticBlockReason}
 }
 
 // Check says whether addr (and, when login is not empty, addr logging in

@@ -257,7 +257,7 @@ func TestPersistenceRoundTrip(t *testing.T) {
 func activeSummaries(e *Engine) []string {
 	ds := e.Active()
 	for i := range ds {
-		if ds[i].Action == Block && ds[i].Reason == "blocked in configuration" {
+		if ds[i].Action == Block && ds[i].Reason == staticBlockReason {
 			ds[i].At = time.Time{}
 		}
 	}
