@@ -83,6 +83,8 @@ func (c Config) Validate() error {
 		return fieldErr("BanFor", "%s is negative", c.BanFor)
 	case c.BanFor == 0 && banning:
 		return fieldErr("BanFor", "must be positive when IP or Login thresholds are enabled")
+	case c.BanFor > maxBan:
+		return fieldErr("BanFor", "%s is longer than a century (use PermanentAfter: 1 for permanent bans)", FormatDuration(c.BanFor))
 	}
 	switch {
 	case math.IsNaN(c.BanFactor) || math.IsInf(c.BanFactor, 0):
@@ -95,6 +97,8 @@ func (c Config) Validate() error {
 		return fieldErr("BanMax", "%s is negative", c.BanMax)
 	case c.BanMax > 0 && c.BanMax < c.BanFor:
 		return fieldErr("BanMax", "%s is shorter than BanFor %s", FormatDuration(c.BanMax), FormatDuration(c.BanFor))
+	case c.BanMax > maxBan:
+		return fieldErr("BanMax", "%s is longer than a century", FormatDuration(c.BanMax))
 	}
 	switch {
 	case c.PermanentAfter < 0:
@@ -115,6 +119,8 @@ func (c Config) Validate() error {
 		return fieldErr("LockFor", "%s is negative", c.LockFor)
 	case c.LockFor == 0 && c.Login.Enabled():
 		return fieldErr("LockFor", "must be positive when the Login threshold is enabled")
+	case c.LockFor > maxBan:
+		return fieldErr("LockFor", "%s is longer than a century", FormatDuration(c.LockFor))
 	}
 	if c.SuccessMemory < 0 {
 		return fieldErr("SuccessMemory", "%s is negative", c.SuccessMemory)

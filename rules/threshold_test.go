@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -161,6 +162,13 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"BanFor", func(c *Config) { c.BanFor = 0 }},
 		{"BanFactor", func(c *Config) { c.BanFactor = 0.5 }},
 		{"BanMax", func(c *Config) { c.BanMax = time.Minute }},
+		{"BanMax", func(c *Config) { c.BanMax = 200 * 365 * Day }},
+		{"BanFor", func(c *Config) { c.BanFor = 200 * 365 * Day }},
+		{"LockFor", func(c *Config) { c.LockFor = 200 * 365 * Day }},
+		{"BanFor", func(c *Config) { c.BanFor = -time.Second }},
+		{"IPv6Prefix", func(c *Config) { c.IPv6Prefix = -1 }},
+		{"BanFactor", func(c *Config) { c.BanFactor = math.NaN() }},
+		{"EvidenceRing", func(c *Config) { c.EvidenceRing = 1 << 30 }},
 		{"PermanentAfter", func(c *Config) { c.PermanentAfter = MaxRemembered + 1 }},
 		{"OffenderMemory", func(c *Config) { c.BanFactor = 2 }},
 		{"OffenderMemory", func(c *Config) { c.PermanentAfter = 3 }},
