@@ -42,6 +42,10 @@ func TestFileRenameRotation(t *testing.T) {
 			r.waitStatus(path, "no rotated file left", func(st StreamStatus) bool { return st.Rotated == 0 })
 			appendLines(t, path, "end 0")
 			r.waitText("end 0")
+			st := r.waitStatus(path, "all read", func(st StreamStatus) bool { return st.Lines == n+m+k+1 })
+			if st.Rotations != 1 || st.State != stateFollowing || st.Offset != st.Size || st.Errors != 0 || st.LastRead.IsZero() {
+				t.Errorf("status %+v; want one rotation, following, at the end, no errors", st)
+			}
 			r.stop()
 			checkExactlyOnce(t, r.snapshot(), numbered("a", 0, n), numbered("b", 0, m), numbered("c", 0, k), []string{"end 0"})
 		})
@@ -121,6 +125,9 @@ func TestFileCopyTruncate(t *testing.T) {
 			r.waitLines(10 + n + k)
 			appendLines(t, path, "end 0")
 			r.waitText("end 0")
+			if st := r.waitStatus(path, "truncated", func(StreamStatus) bool { return true }); st.Truncations != 1 {
+				t.Errorf("status %+v; want one truncation", st)
+			}
 			r.stop()
 			checkExactlyOnce(t, r.snapshot(), numbered("a", 0, 10), numbered("b", 0, n), numbered("c", 0, k), []string{"end 0"})
 			if st := r.file.Status(); len(st) != 0 {
