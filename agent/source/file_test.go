@@ -16,40 +16,57 @@ import (
 // file takes the name. Every line arrives exactly once.
 func TestFileRenameRotation(t *testing.T) {
 	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "mail.log")
-			w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-			if err != nil {
-				t.Fatal(err)
+		for _, slow := range []bool{false, true} {
+			name := mode.name
+			if slow {
+				name += "/slow-consumer"
 			}
-			defer w.Close()
-			r := startRun(t, testConfig(mode.poll, path), nil)
-			r.waitStatus(path, "following", func(st StreamStatus) bool { return st.State == stateFollowing })
-
-			const n, m, k = 300, 200, 300
-			for i := range n {
-				writeLines(t, w, numbered("a", i, i+1)...)
-			}
-			if err := os.Rename(path, path+".1"); err != nil {
-				t.Fatal(err)
-			}
-			writeLines(t, w, numbered("b", 0, m)...) // to the old file, through the old descriptor
-			appendLines(t, path, numbered("c", 0, k)...)
-			r.waitLines(n + m + k)
-			// Let the old file's grace end, so that nothing more can come of it.
-			r.clock.Advance(2 * time.Hour)
-			r.waitStatus(path, "no rotated file left", func(st StreamStatus) bool { return st.Rotated == 0 })
-			appendLines(t, path, "end 0")
-			r.waitText("end 0")
-			st := r.waitStatus(path, "all read", func(st StreamStatus) bool { return st.Lines == n+m+k+1 })
-			if st.Rotations != 1 || st.State != stateFollowing || st.Offset != st.Size || st.Errors != 0 || st.LastRead.IsZero() {
-				t.Errorf("status %+v; want one rotation, following, at the end, no errors", st)
-			}
-			r.stop()
-			checkExactlyOnce(t, r.snapshot(), numbered("a", 0, n), numbered("b", 0, m), numbered("c", 0, k), []string{"end 0"})
-		})
+			t.Run(name, func(t *testing.T) { testRenameRotation(t, mode.poll, slow) })
+		}
 	}
+}
+
+// testRenameRotation is TestFileRenameRotation in one mode; a slow consumer
+// takes no line until all are written, so that the rotation comes while the
+// follower holds lines read but not delivered.
+func testRenameRotation(t *testing.T, poll, slow bool) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log")
+	w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r := startRun(t, testConfig(poll, path), nil)
+	r.waitStatus(path, "following", func(st StreamStatus) bool { return st.State == stateFollowing })
+
+	const n, m, k = 300, 200, 300
+	if slow {
+		r.gate.Lock()
+	}
+	for i := range n {
+		writeLines(t, w, numbered("a", i, i+1)...)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	writeLines(t, w, numbered("b", 0, m)...) // to the old file, through the old descriptor
+	appendLines(t, path, numbered("c", 0, k)...)
+	if slow {
+		r.gate.Unlock()
+	}
+	r.waitLines(n + m + k)
+	// Let the old file's grace end, so that nothing more can come of it.
+	r.clock.Advance(2 * time.Hour)
+	r.waitStatus(path, "no rotated file left", func(st StreamStatus) bool { return st.Rotated == 0 })
+	appendLines(t, path, "end 0")
+	r.waitText("end 0")
+	st := r.waitStatus(path, "all read", func(st StreamStatus) bool { return st.Lines == n+m+k+1 })
+	if st.Rotations != 1 || st.State != stateFollowing || st.Offset != st.Size || st.Errors != 0 || st.LastRead.IsZero() {
+		t.Errorf("status %+v; want one rotation, following, at the end, no errors", st)
+	}
+	r.stop()
+	checkExactlyOnce(t, r.snapshot(), numbered("a", 0, n), numbered("b", 0, m), numbered("c", 0, k), []string{"end 0"})
 }
 
 // TestFileLateLinesAfterRotation: lines the writer adds to the old file after
