@@ -184,6 +184,7 @@ func Parse(data []byte, name string) (*Config, error) {
 			return nil, Errors{{File: name, Line: extra.Line, Msg: "more than one YAML document; mailban reads one"}}
 		}
 	}
+	cfg.resolvePaths(filepath.Dir(name))
 	if errs := cfg.check(); len(errs) > 0 {
 		for _, e := range errs {
 			e.File = name
@@ -195,6 +196,27 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// resolvePaths makes relative file names relative to the configuration
+// file's directory, as Prometheus does, so that what a file means does not
+// depend on the directory mailban was started from.
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		if a, err := filepath.Abs(filepath.Join(dir, p)); err == nil {
+			return a
+		}
+		return p
+	}
+	c.State.Path = abs(c.State.Path)
+	for i := range c.Sources {
+		for j, p := range c.Sources[i].Paths {
+			c.Sources[i].Paths[j] = abs(p)
+		}
+	}
 }
 
 // check finds what the types alone cannot: missing, conflicting and

@@ -61,7 +61,7 @@ func (e *Enforcer) logDecision(ctx context.Context, msg string, d *rules.Decisio
 		if d.Until.IsZero() {
 			attrs = append(attrs, slog.String("until", "permanent"))
 		} else {
-			attrs = append(attrs, slog.Time("until", d.Until), slog.Duration("for", d.Until.Sub(d.At).Round(time.Second)))
+			attrs = append(attrs, slog.Time("until", d.Until), slog.String("for", rules.FormatDuration(d.Until.Sub(d.At).Round(time.Second))))
 		}
 	}
 	if d.Reason != "" {

@@ -24,7 +24,7 @@ func TestApplyLogsEachDecision(t *testing.T) {
 			name: "timed ban",
 			decision: rules.Decision{Action: rules.Ban, Prefix: netip.MustParsePrefix("203.0.113.7/32"),
 				At: at, Until: at.Add(time.Hour), Reason: "10 failures in 1h", Evidence: []string{"line one"}},
-			want: []string{`msg=decision enforcer=log action=ban prefix=203.0.113.7/32 until=2026-11-25T20:45:24.000Z for=1h0m0s reason="10 failures in 1h"`},
+			want: []string{`msg=decision enforcer=log action=ban prefix=203.0.113.7/32 until=2026-11-25T20:45:24.000Z for=1h reason="10 failures in 1h"`},
 		},
 		{
 			name: "permanent ban with evidence",
@@ -40,7 +40,7 @@ func TestApplyLogsEachDecision(t *testing.T) {
 		{
 			name:     "lock",
 			decision: rules.Decision{Action: rules.Lock, Login: "alice@example.com", At: at, Until: at.Add(30 * time.Minute), Reason: "30 failures"},
-			want:     []string{`msg=decision enforcer=log action=lock login=alice@example.com until=2026-11-25T20:15:24.000Z for=30m0s reason="30 failures"`},
+			want:     []string{`msg=decision enforcer=log action=lock login=alice@example.com until=2026-11-25T20:15:24.000Z for=30m reason="30 failures"`},
 		},
 		{
 			name:     "unblock",

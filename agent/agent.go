@@ -1,0 +1,599 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailban/mailban/agent/config"
+	"github.com/mailban/mailban/agent/source"
+	"github.com/mailban/mailban/agent/state"
+	"github.com/mailban/mailban/enforcers/dryrun"
+	"github.com/mailban/mailban/parsers"
+	"github.com/mailban/mailban/rules"
+)
+
+// positionsBucket holds each source stream's last processed Cursor, keyed
+// by source name, a NUL byte and the stream name.
+const positionsBucket = "positions"
+
+// expireInterval is how often bans, locks and windows are aged.
+const expireInterval = 5 * time.Second
+
+// Options are what the agent takes besides its configuration.
+type Options struct {
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // the agent's private registry; nil makes one
+	Clock    rules.Clock          // nil: the wall clock
+	// FreshState moves a corrupt state file aside and starts empty instead
+	// of refusing to start.
+	FreshState bool
+	// HostAddresses lists the host's own addresses for the allowlist; nil
+	// asks the kernel. Tests inject their own.
+	HostAddresses func() ([]netip.Prefix, error)
+}
+
+// Source is one stream of log lines. Run sends lines until ctx is done and
+// returns nil then; any other return is a failure of that source alone.
+type Source interface {
+	Name() string
+	Run(ctx context.Context, out chan<- source.Line) error
+}
+
+// Agent is a running mailban.
+type Agent struct {
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	clock  rules.Clock
+	m      *metrics
+	store  *state.Store
+	engine *rules.Engine
+	opt    Options
+
+	lines   chan source.Line
+	reloads chan reloadRequest
+
+	// Owned by the Run goroutine:
+	cfg       *config.Config
+	parsers   map[string]*parsers.Parser // by source name
+	sources   map[string]*runningSource  // by source name
+	enforcers []Enforcer
+	positions map[string][]byte // source name + "\x00" + stream → cursor value
+	dirtyPos  map[string]struct{}
+	pending   []state.Record // changes not yet committed (kept across a failed commit)
+	decided   []rules.Decision
+	lineCount map[string]prometheus.Counter
+}
+
+type runningSource struct {
+	cfg    config.SourceConfig
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type reloadRequest struct {
+	cfg  *config.Config
+	errc chan error
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// New opens the state, restores the rules' memory and read positions from it,
+// and builds parsers and enforcers. Nothing runs until Run.
+func New(cfg *config.Config, opt Options) (*Agent, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.Registry == nil {
+		opt.Registry = prometheus.NewRegistry()
+	}
+	if opt.Clock == nil {
+		opt.Clock = wallClock{}
+	}
+	if opt.HostAddresses == nil {
+		opt.HostAddresses = interfaceAddresses
+	}
+	a := &Agent{
+		log:       opt.Logger,
+		reg:       opt.Registry,
+		clock:     opt.Clock,
+		opt:       opt,
+		m:         newMetrics(opt.Registry),
+		lines:     make(chan source.Line, 4096),
+		reloads:   make(chan reloadRequest),
+		sources:   map[string]*runningSource{},
+		positions: map[string][]byte{},
+		dirtyPos:  map[string]struct{}{},
+		lineCount: map[string]prometheus.Counter{},
+	}
+	rc, err := a.rulesConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.engine, err = rules.NewEngine(rc, opt.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("start rules: %w", err)
+	}
+	a.engine.SetTracking(true)
+	if a.parsers, err = buildParsers(cfg); err != nil {
+		return nil, err
+	}
+	if a.enforcers, err = a.buildEnforcers(cfg); err != nil {
+		return nil, err
+	}
+	a.store, err = state.Open(state.Options{Path: cfg.State.Path, Fresh: opt.FreshState}, a.log)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.restore(); err != nil {
+		a.store.Close()
+		return nil, err
+	}
+	a.cfg = cfg
+	return a, nil
+}
+
+// restore loads positions and rule state saved by the last run.
+func (a *Agent) restore() error {
+	n := 0
+	err := a.store.Load(func(r state.Record) error {
+		n++
+		switch {
+		case r.Bucket == positionsBucket:
+			a.positions[string(r.Key)] = slices.Clone(r.Value)
+			return nil
+		case rules.OwnsBucket(r.Bucket):
+			return a.engine.Restore(rules.Record{Bucket: r.Bucket, Key: r.Key, Value: r.Value})
+		}
+		return fmt.Errorf("unknown bucket (written by another program or a newer mailban?)")
+	})
+	if err != nil {
+		return fmt.Errorf("restore state: %w (start with --fresh-state to move the file aside and start empty)", err)
+	}
+	// What Restore changed (state of addresses the configuration now
+	// allowlists is dropped) goes out with the first checkpoint.
+	st := a.engine.Stats()
+	a.log.Info("state restored", "path", a.store.Path(), "records", n, "positions", len(a.positions),
+		"bans", st.Bans, "locks", st.Locks, "blocks", st.Blocks, "tracked_addresses", st.Addresses, "tracked_logins", st.Logins)
+	return nil
+}
+
+func (a *Agent) rulesConfig(cfg *config.Config) (rules.Config, error) {
+	return cfg.RulesConfig(a.opt.HostAddresses)
+}
+
+func buildParsers(cfg *config.Config) (map[string]*parsers.Parser, error) {
+	out := make(map[string]*parsers.Parser, len(cfg.Sources))
+	for _, s := range cfg.Sources {
+		specs, err := cfg.FormatSpecs(s.Formats)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", s.Name, err)
+		}
+		p, err := parsers.Compile(specs, parsers.Options{Location: s.Timezone.Location})
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", s.Name, err)
+		}
+		out[s.Name] = p
+	}
+	return out, nil
+}
+
+func (a *Agent) buildEnforcers(cfg *config.Config) ([]Enforcer, error) {
+	var out []Enforcer
+	if e := cfg.Enforcers.Log; e != nil {
+		out = append(out, dryrun.New(dryrun.Config{Evidence: e.Evidence}, a.log))
+	}
+	if len(out) == 0 {
+		a.log.Warn("no enforcer configured: decisions are only logged (enforcers: {log: {}})")
+		out = append(out, dryrun.New(dryrun.Config{}, a.log))
+	}
+	return out, nil
+}
+
+// Registry is where the agent's metrics are registered; callers may add
+// their own collectors to it.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+// Engine is the rules engine; it is safe for concurrent use.
+func (a *Agent) Engine() *rules.Engine { return a.engine }
+
+// Reload swaps in a new configuration: it keeps counters, bans and read
+// positions, restarts only the sources whose settings changed and applies
+// the difference in blocked networks. An error leaves the old
+// configuration running.
+func (a *Agent) Reload(ctx context.Context, cfg *config.Config) error {
+	req := reloadRequest{cfg: cfg, errc: make(chan error, 1)}
+	select {
+	case a.reloads <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run runs the agent until ctx is done, then stops its sources, saves a
+// last checkpoint and closes the state. Enforced bans stay in place.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	defer func() {
+		if cerr := a.close(); err == nil {
+			err = cerr
+		}
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	defer stopHTTP()
+	if a.cfg.Metrics.Listen != "" {
+		wg.Go(func() { a.serveMetrics(httpCtx, a.cfg.Metrics.Listen) })
+	}
+
+	a.reconcile(ctx)
+	a.m.reloadSuccess.Set(1)
+	a.m.reloadTime.Set(float64(time.Now().Unix()))
+	for _, s := range a.cfg.Sources {
+		if err := a.startSource(ctx, s); err != nil {
+			a.log.Error("source not started", "source", s.Name, "error", err)
+		}
+	}
+	a.log.Info("mailban running", "sources", len(a.cfg.Sources), "enforcers", a.enforcerNames())
+
+	checkpoint := time.NewTicker(time.Duration(a.cfg.State.CheckpointInterval))
+	defer checkpoint.Stop()
+	// Expire walks every tracked key under the engine's lock (about 16 ms
+	// per million keys): often enough that unbans are timely, rarely enough
+	// that hook checks do not queue behind it.
+	expire := time.NewTicker(expireInterval)
+	defer expire.Stop()
+	for {
+		select {
+		case l := <-a.lines:
+			a.processBurst(ctx, l)
+		case <-expire.C:
+			a.decided = append(a.decided, a.engine.Expire()...)
+			a.enforce(ctx)
+			a.updateGauges()
+		case <-checkpoint.C:
+			a.checkpoint()
+		case req := <-a.reloads:
+			req.errc <- a.reload(ctx, req.cfg)
+		case <-ctx.Done():
+			a.stopSources(ctx, a.sourceNames())
+			a.checkpoint()
+			return nil
+		}
+	}
+}
+
+// processBurst handles one line and whatever else is already waiting, up to
+// a bound, then hands the burst's decisions to the enforcers in one batch.
+func (a *Agent) processBurst(ctx context.Context, first source.Line) {
+	a.process(first)
+	for i := 0; i < 1024; i++ {
+		select {
+		case l := <-a.lines:
+			a.process(l)
+			continue
+		default:
+		}
+		break
+	}
+	a.enforce(ctx)
+}
+
+func (a *Agent) process(l source.Line) {
+	c, ok := a.lineCount[l.Source]
+	if !ok {
+		c = a.m.linesRead.WithLabelValues(l.Source)
+		a.lineCount[l.Source] = c
+	}
+	c.Inc()
+	if p := a.parsers[l.Source]; p != nil {
+		if ev, ok := p.Parse(l.Text, l.Arrival); ok {
+			a.m.events.WithLabelValues(ev.Format, ev.Kind.String(), string(ev.Service)).Inc()
+			a.decided = append(a.decided, a.engine.Observe(&ev)...)
+		}
+	}
+	if l.Cursor.Value != nil {
+		key := l.Source + "\x00" + l.Cursor.Stream
+		a.positions[key] = l.Cursor.Value
+		a.dirtyPos[key] = struct{}{}
+	}
+}
+
+// enforce hands the pending decisions to every enforcer. A failing enforcer
+// is logged and counted; it does not hold up the others, and the decision
+// stays in the rules engine (and the state) to be reconciled.
+func (a *Agent) enforce(ctx context.Context) {
+	if len(a.decided) == 0 {
+		return
+	}
+	for _, d := range a.decided {
+		a.m.decisions.WithLabelValues(d.Action.String()).Inc()
+	}
+	for _, e := range a.enforcers {
+		if err := e.Apply(ctx, a.decided); err != nil {
+			a.m.enforcerErrors.WithLabelValues(e.Name()).Inc()
+			a.log.Error("enforcer failed to apply decisions", "enforcer", e.Name(), "decisions", len(a.decided), "error", err)
+		}
+	}
+	clear(a.decided)
+	a.decided = a.decided[:0]
+}
+
+func (a *Agent) reconcile(ctx context.Context) {
+	active := a.engine.Active()
+	for _, e := range a.enforcers {
+		r, ok := e.(reconciler)
+		var err error
+		if ok {
+			err = r.Reconcile(ctx, active)
+		} else {
+			err = e.Apply(ctx, active)
+		}
+		if err != nil {
+			a.m.enforcerErrors.WithLabelValues(e.Name()).Inc()
+			a.log.Error("enforcer failed to take the bans in force", "enforcer", e.Name(), "error", err)
+		}
+	}
+	a.updateGauges()
+}
+
+// checkpoint saves the rules' changes and the positions of the lines that
+// caused them in one transaction. A failed commit keeps the changes and
+// tries again next time: nothing is dropped.
+func (a *Agent) checkpoint() {
+	for _, r := range a.engine.TakeChanges(nil) {
+		a.pending = append(a.pending, state.Record{Bucket: r.Bucket, Key: r.Key, Value: r.Value})
+	}
+	for key := range a.dirtyPos {
+		a.pending = append(a.pending, state.Record{Bucket: positionsBucket, Key: []byte(key), Value: a.positions[key]})
+	}
+	clear(a.dirtyPos)
+	if len(a.pending) == 0 {
+		return
+	}
+	if err := a.store.Commit(a.pending); err != nil {
+		a.m.stateCommitErrors.Inc()
+		a.log.Error("checkpoint failed; will retry", "records", len(a.pending), "error", err)
+		return
+	}
+	a.m.stateCommits.Inc()
+	a.m.stateSize.Set(float64(a.store.Size()))
+	clear(a.pending)
+	a.pending = a.pending[:0]
+}
+
+func (a *Agent) updateGauges() {
+	st := a.engine.Stats()
+	a.m.bansActive.Set(float64(st.Bans))
+	a.m.locksActive.Set(float64(st.Locks))
+	a.m.blocksActive.Set(float64(st.Blocks))
+	a.m.trackedAddresses.Set(float64(st.Addresses))
+	a.m.trackedLogins.Set(float64(st.Logins))
+}
+
+func (a *Agent) newSource(s config.SourceConfig) (Source, error) {
+	switch s.Type {
+	case "file":
+		saved := map[string][]byte{}
+		prefix := s.Name + "\x00"
+		for key, v := range a.positions {
+			if stream, ok := cutPrefix(key, prefix); ok {
+				saved[stream] = v
+			}
+		}
+		f, err := source.NewFile(s.FileSource(), saved, a.log)
+		if errors.Is(err, source.ErrBadCursor) {
+			// A saved position that cannot be read must not keep the source
+			// down: start it as if it were new, and say what that means.
+			a.log.Warn("saved read positions are unreadable; reading as if for the first time (start-at applies)",
+				"source", s.Name, "error", err)
+			return source.NewFile(s.FileSource(), nil, a.log)
+		}
+		return f, err
+	}
+	return nil, fmt.Errorf("unknown source type %q", s.Type)
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return "", false
+}
+
+func (a *Agent) startSource(ctx context.Context, s config.SourceConfig) error {
+	src, err := a.newSource(s)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	rs := &runningSource{cfg: s, cancel: cancel, done: make(chan struct{})}
+	a.sources[s.Name] = rs
+	go func() {
+		defer close(rs.done)
+		if err := src.Run(sctx, a.lines); err != nil && sctx.Err() == nil {
+			a.log.Error("source stopped", "source", s.Name, "error", err)
+		}
+	}()
+	return nil
+}
+
+// stopSources stops sources and processes every line they had already
+// sent, so that their saved positions are those of the last line counted
+// and a restarted source neither skips nor repeats a line.
+func (a *Agent) stopSources(ctx context.Context, names []string) {
+	for _, n := range names {
+		if rs := a.sources[n]; rs != nil {
+			rs.cancel()
+		}
+	}
+	for _, n := range names {
+		rs := a.sources[n]
+		if rs == nil {
+			continue
+		}
+		for waiting := true; waiting; {
+			select {
+			case l := <-a.lines:
+				a.process(l)
+			case <-rs.done:
+				waiting = false
+			}
+		}
+		delete(a.sources, n)
+	}
+	for {
+		select {
+		case l := <-a.lines:
+			a.process(l)
+			continue
+		default:
+		}
+		break
+	}
+	a.enforce(ctx)
+}
+
+func (a *Agent) sourceNames() []string {
+	names := make([]string, 0, len(a.sources))
+	for n := range a.sources {
+		names = append(names, n)
+	}
+	return names
+}
+
+func (a *Agent) enforcerNames() []string {
+	names := make([]string, len(a.enforcers))
+	for i, e := range a.enforcers {
+		names[i] = e.Name()
+	}
+	return names
+}
+
+// reload applies a new configuration from the Run goroutine. Everything
+// that can fail is built before anything is swapped.
+func (a *Agent) reload(ctx context.Context, cfg *config.Config) error {
+	err := a.applyConfig(ctx, cfg)
+	if err != nil {
+		a.m.reloadSuccess.Set(0)
+		return err
+	}
+	a.m.reloadSuccess.Set(1)
+	a.m.reloadTime.Set(float64(time.Now().Unix()))
+	return nil
+}
+
+func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
+	rc, err := a.rulesConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ps, err := buildParsers(cfg)
+	if err != nil {
+		return err
+	}
+	enfs, err := a.buildEnforcers(cfg)
+	if err != nil {
+		return err
+	}
+	ds, err := a.engine.Reconfigure(rc)
+	if err != nil {
+		a.closeEnforcers(enfs)
+		return fmt.Errorf("reconfigure rules: %w", err)
+	}
+	if cfg.State.Path != a.cfg.State.Path {
+		a.log.Warn("state.path changed: it takes effect at the next start", "running", a.cfg.State.Path, "configured", cfg.State.Path)
+	}
+	if cfg.Metrics.Listen != a.cfg.Metrics.Listen {
+		a.log.Warn("metrics.listen changed: it takes effect at the next start", "running", a.cfg.Metrics.Listen, "configured", cfg.Metrics.Listen)
+	}
+
+	// Sources whose settings changed, or that are gone, stop first (their
+	// lines in flight are processed with the old parsers).
+	newSources := map[string]config.SourceConfig{}
+	for _, s := range cfg.Sources {
+		newSources[s.Name] = s
+	}
+	var stop []string
+	for name, rs := range a.sources {
+		if s, ok := newSources[name]; !ok || !sameSource(rs.cfg, s) {
+			stop = append(stop, name)
+		}
+	}
+	a.stopSources(ctx, stop)
+
+	old := a.enforcers
+	a.parsers, a.enforcers = ps, enfs
+	a.closeEnforcers(old)
+	a.reconcile(ctx)
+	a.decided = append(a.decided, ds...)
+	a.enforce(ctx)
+	a.cfg = cfg
+	for _, s := range cfg.Sources {
+		if _, running := a.sources[s.Name]; running {
+			a.sources[s.Name].cfg = s
+			continue
+		}
+		if err := a.startSource(ctx, s); err != nil {
+			a.log.Error("source not started", "source", s.Name, "error", err)
+		}
+	}
+	a.log.Info("configuration reloaded", "file", cfg.File, "sources", len(cfg.Sources), "enforcers", a.enforcerNames())
+	return nil
+}
+
+func sameSource(a, b config.SourceConfig) bool {
+	return a.Type == b.Type && slices.Equal(a.Paths, b.Paths) && a.StartAt == b.StartAt &&
+		a.Poll == b.Poll && a.PollInterval == b.PollInterval
+}
+
+func (a *Agent) closeEnforcers(es []Enforcer) {
+	for _, e := range es {
+		if c, ok := e.(closer); ok {
+			if err := c.Close(); err != nil {
+				a.log.Warn("closing enforcer", "enforcer", e.Name(), "error", err)
+			}
+		}
+	}
+}
+
+func (a *Agent) close() error {
+	a.closeEnforcers(a.enforcers)
+	a.enforcers = nil
+	return a.store.Close()
+}
+
+func (a *Agent) serveMetrics(ctx context.Context, addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		a.log.Error("metrics endpoint not started", "listen", addr, "error", err)
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	a.log.Info("metrics endpoint listening", "address", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.log.Error("metrics endpoint stopped", "error", err)
+	}
+}

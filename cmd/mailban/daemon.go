@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mailban/mailban/agent"
+	"github.com/mailban/mailban/agent/config"
+)
+
+func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	path := fs.String("config", config.DefaultPath, "configuration `file`")
+	fresh := fs.Bool("fresh-state", false, "if the state file is corrupt, move it aside and start with empty state")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	level.Set(slog.Level(cfg.Log.Level))
+	logger := newLogger(stderr, cfg.Log.Format, level)
+
+	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	for {
+		select {
+		case <-hup:
+			logger.Info("SIGHUP: reloading configuration", "file", *path)
+			next, err := config.Load(*path)
+			if err == nil {
+				err = a.Reload(ctx, next)
+			}
+			if err != nil {
+				logger.Error("configuration not reloaded; the running one stays in force", "error", err)
+				continue
+			}
+			level.Set(slog.Level(next.Log.Level))
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			logger.Info("mailban stopped")
+			return nil
+		}
+	}
+}
+
+func newLogger(w io.Writer, format config.LogFormat, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func checkConfig(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check-config", stderr)
+	path := fs.String("config", config.DefaultPath, "configuration `file`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	rc, err := cfg.RulesConfig(func() ([]netip.Prefix, error) { return nil, nil })
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: OK\n", *path)
+	fmt.Fprintf(stdout, "  addresses: ban after %s, for %s (x%g per repeat, at most %s)\n",
+		rc.IP, rc.BanFor, rc.BanFactor, rc.BanMax)
+	fmt.Fprintf(stdout, "  logins:    lock after %s, for %s\n", rc.Login, rc.LockFor)
+	for _, s := range cfg.Sources {
+		formats := "all formats"
+		if len(s.Formats) > 0 {
+			formats = fmt.Sprint(s.Formats)
+		}
+		fmt.Fprintf(stdout, "  source %s: %s %v, %s\n", s.Name, s.Type, s.Paths, formats)
+	}
+	return nil
+}

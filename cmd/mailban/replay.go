@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailban/mailban/agent"
+	"github.com/mailban/mailban/agent/config"
+	"github.com/mailban/mailban/parsers"
+	"github.com/mailban/mailban/rules"
+)
+
+func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("test", stderr)
+	path := fs.String("config", "", "configuration `file` (default: built-in defaults, every preset format)")
+	formats := fs.String("format", "", "comma-separated format `names` to use (default: every format)")
+	jsonOut := fs.Bool("json", false, "print one JSON object per event and decision")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageError{errors.New("name at least one log file (- for standard input)")}
+	}
+	cfg := config.Default()
+	if *path != "" {
+		var err error
+		if cfg, err = config.Load(*path); err != nil {
+			return err
+		}
+	}
+	var names []string
+	if *formats != "" {
+		names = strings.Split(*formats, ",")
+	}
+
+	var inputs []agent.ReplayInput
+	for _, name := range fs.Args() {
+		if name == "-" {
+			inputs = append(inputs, agent.ReplayInput{Name: "-", R: stdin})
+			continue
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		inputs = append(inputs, agent.ReplayInput{Name: name, R: f})
+	}
+	out := io.Discard
+	if *jsonOut {
+		out = stdout
+	}
+	start := time.Now()
+	sum, err := agent.Replay(ctx, agent.ReplayOptions{
+		Config: cfg, Formats: names, JSON: *jsonOut, Out: out, Now: start,
+	}, inputs)
+	if err != nil {
+		return err
+	}
+	if !*jsonOut {
+		printSummary(stdout, sum, time.Since(start))
+	}
+	return nil
+}
+
+func printSummary(w io.Writer, s *agent.ReplaySummary, took time.Duration) {
+	rate := float64(s.Lines) / took.Seconds()
+	fmt.Fprintf(w, "%d lines in %s (%.0f lines/s)\n\n", s.Lines, took.Round(time.Millisecond), rate)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "format\tlines\tmatched\tevents\t")
+	for _, f := range s.Formats {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", f.Name, f.Lines, f.Matched, f.Events)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nevents: %d failures (%d attempts), %d successes\n",
+		s.Events[parsers.AuthFailure], s.Attempts[parsers.AuthFailure], s.Events[parsers.AuthSuccess])
+	printTop(w, "addresses", s.TopIPs)
+	printTop(w, "logins", s.TopLogins)
+
+	var bans, locks int
+	for _, d := range s.Decisions {
+		if d.Action == rules.Ban {
+			bans++
+		} else {
+			locks++
+		}
+	}
+	fmt.Fprintf(w, "\ndecisions: %d bans, %d locks\n", bans, locks)
+	const shown = 20
+	for i, d := range s.Decisions {
+		if i == shown {
+			fmt.Fprintf(w, "  ... %d more (use --json for all)\n", len(s.Decisions)-shown)
+			break
+		}
+		who := d.Login
+		if d.Prefix.IsValid() {
+			who = d.Prefix.String()
+		}
+		until := "permanently"
+		if !d.Until.IsZero() {
+			until = "for " + d.Until.Sub(d.At).String()
+		}
+		fmt.Fprintf(w, "  %s %-5s %s %s: %s\n", d.At.UTC().Format(time.RFC3339), d.Action, who, until, d.Reason)
+	}
+}
+
+func printTop(w io.Writer, what string, top []agent.Count) {
+	if len(top) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\ntop %s by failed attempts:\n", what)
+	for _, c := range top {
+		fmt.Fprintf(w, "  %8d  %s\n", c.N, c.Key)
+	}
+}
