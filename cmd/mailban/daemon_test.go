@@ -270,3 +270,52 @@ func get(t *testing.T, url string) string {
 	}
 	return string(b)
 }
+
+// A crash (SIGKILL) at any moment loses no line and counts none twice:
+// lines after the last checkpoint are read again and counted against the
+// counters saved with it. Each round kills the daemon at a different point
+// relative to its checkpoints; the ban must come exactly with the third
+// failure, and say 3 failures.
+func TestDaemonCrashLosesNothingCountsNothingTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the daemon")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "mail.log")
+	config := writeConfig(t, dir, "")
+	appendLines(t, logPath, noise(0))
+	for round := range 6 {
+		ip := fmt.Sprintf("203.0.113.%d", 10+round)
+		d := startDaemon(t, bin, config)
+		appendLines(t, logPath, failure(ip, "x@example.test"), noise(round))
+		if round%2 == 1 {
+			appendLines(t, logPath, failure(ip, "x@example.test"))
+		}
+		// Give the checkpoint a varying head start, from none to several.
+		time.Sleep(time.Duration(round) * 60 * time.Millisecond)
+		if err := d.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		for rec := range d.logs {
+			if rec["msg"] == "decision" {
+				t.Fatalf("round %d: decision before the third failure: %v", round, rec)
+			}
+		}
+		<-d.done
+
+		d = startDaemon(t, bin, config)
+		if round%2 == 0 {
+			appendLines(t, logPath, failure(ip, "x@example.test"))
+		}
+		appendLines(t, logPath, noise(round), failure(ip, "x@example.test"))
+		ban, before := d.await("decision", map[string]any{"action": "ban", "prefix": ip + "/32"})
+		if got := decisionsIn(before); len(got) != 0 {
+			t.Fatalf("round %d: decisions before the ban: %v", round, got)
+		}
+		if reason := fmt.Sprint(ban["reason"]); !strings.HasPrefix(reason, "3 failures") {
+			t.Fatalf("round %d: ban reason %q, want exactly 3 failures counted", round, reason)
+		}
+		d.stop()
+	}
+}

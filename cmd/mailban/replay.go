@@ -104,7 +104,7 @@ func printSummary(w io.Writer, s *agent.ReplaySummary, took time.Duration) {
 		}
 		until := "permanently"
 		if !d.Until.IsZero() {
-			until = "for " + d.Until.Sub(d.At).String()
+			until = "for " + rules.FormatDuration(d.Until.Sub(d.At))
 		}
 		fmt.Fprintf(w, "  %s %-5s %s %s: %s\n", d.At.UTC().Format(time.RFC3339), d.Action, who, until, d.Reason)
 	}
