@@ -260,6 +260,25 @@ func (c *Config) check() Errors {
 		}
 	}
 
+	allow := prefixes(c.Allowlist.Networks)
+	if c.Allowlist.Loopback {
+		allow = append(allow, loopbackNetworks...)
+	}
+	for i, b := range c.BlockedNetworks {
+		key := fmt.Sprintf("blocked-networks[%d]", i)
+		p := netip.Prefix(b)
+		if p.Bits() == 0 {
+			bad(key, "%s blocks every address", p)
+			continue
+		}
+		for _, a := range allow {
+			if p.Overlaps(a) {
+				bad(key, "%s overlaps the allowlisted %s: allowlisted addresses are never refused, so this block would be half a block", p, a)
+				break
+			}
+		}
+	}
+
 	presets, err := parsers.Presets()
 	if err != nil {
 		bad("formats", "embedded presets: %v", err)

@@ -116,6 +116,16 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 			want: `t.yaml:8: formats[0].patterns[0].regex: missing capture group ip`,
 		},
 		{
+			name: "block of everything",
+			yaml: "blocked-networks: [0.0.0.0/0]\n",
+			want: `t.yaml:1: blocked-networks[0]: 0.0.0.0/0 blocks every address`,
+		},
+		{
+			name: "block overlapping the allowlist",
+			yaml: "allowlist:\n  networks: [192.0.2.0/26]\nblocked-networks:\n  - 198.51.100.0/24\n  - 192.0.2.0/24\n",
+			want: `t.yaml:5: blocked-networks[1]: 192.0.2.0/24 overlaps the allowlisted 192.0.2.0/26: allowlisted addresses are never refused, so this block would be half a block`,
+		},
+		{
 			name: "bad time zone",
 			yaml: "sources:\n  - paths: [/x]\n    timezone: Mars/Olympus\n",
 			want: `t.yaml:3: sources[0].timezone: unknown time zone "Mars/Olympus" (use Local, UTC or a name like Europe/Berlin)`,
