@@ -173,11 +173,18 @@ func Parse(data []byte, name string) (*Config, error) {
 	}
 	cfg := Default()
 	cfg.File = name
+	var errs Errors
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, locate(name, &doc, err)
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return nil, locate(name, &doc, err)
+			}
+			// yaml.v3 decoded everything else: check it too, so that one
+			// run reports every problem in the file.
+			errs = locate(name, &doc, err)
 		}
 		var extra yaml.Node
 		if dec.Decode(&extra) == nil {
@@ -185,13 +192,30 @@ func Parse(data []byte, name string) (*Config, error) {
 		}
 	}
 	cfg.resolvePaths(filepath.Dir(name))
-	if errs := cfg.check(); len(errs) > 0 {
-		for _, e := range errs {
-			e.File = name
-			if e.Line == 0 {
-				e.Line = lineOfPath(&doc, e.Key)
+	// A value that did not decode is reported once, as such; and a mapping
+	// with a misspelt key is likely to lack the key it meant, so the checks'
+	// complaints about its siblings would only repeat the same mistake.
+	decoded := slices.Clone(errs)
+	suppressed := func(key string) bool {
+		for _, d := range decoded {
+			parent := d.Key[:max(0, strings.LastIndexByte(d.Key, '.'))]
+			if key == d.Key || (parent != "" && strings.HasPrefix(key, parent+".")) {
+				return true
 			}
 		}
+		return false
+	}
+	for _, e := range cfg.check() {
+		if suppressed(e.Key) {
+			continue
+		}
+		e.File = name
+		if e.Line == 0 {
+			e.Line = lineOfPath(&doc, e.Key)
+		}
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
 		slices.SortStableFunc(errs, func(a, b *Error) int { return a.Line - b.Line })
 		return nil, errs
 	}

@@ -45,17 +45,11 @@ func (es Errors) Error() string {
 	return strings.Join(msgs, "\n")
 }
 
-// nodeError is what our scalar types' UnmarshalYAML return: the line is
-// known there, the key path is found later from the document tree.
-type nodeError struct {
-	line int
-	msg  string
-}
-
-func (e *nodeError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
-
+// errAt is what our scalar types' UnmarshalYAML return. It is a
+// *yaml.TypeError, the kind yaml.v3 collects and decodes on after, so that
+// one pass reports every bad value in a file; locate later finds its key.
 func errAt(n *yaml.Node, format string, args ...any) error {
-	return &nodeError{line: n.Line, msg: fmt.Sprintf(format, args...)}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", n.Line) + fmt.Sprintf(format, args...)}}
 }
 
 var (
@@ -66,11 +60,7 @@ var (
 
 // locate turns what yaml.v3 and our UnmarshalYAML methods report into
 // Errors with the key path filled in from the document tree.
-func locate(file string, doc *yaml.Node, err error) error {
-	var ne *nodeError
-	if errors.As(err, &ne) {
-		return Errors{{File: file, Line: ne.line, Key: pathAtLine(doc, ne.line, ""), Msg: ne.msg}}
-	}
+func locate(file string, doc *yaml.Node, err error) Errors {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		var out Errors
