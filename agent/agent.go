@@ -41,6 +41,9 @@ type Options struct {
 	// HostAddresses lists the host's own addresses for the allowlist; nil
 	// asks the kernel. Tests inject their own.
 	HostAddresses func() ([]netip.Prefix, error)
+	// Enforcers are added to those the configuration names, for programs
+	// that embed the agent and for tests that watch its decisions.
+	Enforcers []Enforcer
 }
 
 // Source is one stream of log lines. Run sends lines until ctx is done and
@@ -195,6 +198,7 @@ func (a *Agent) buildEnforcers(cfg *config.Config) ([]Enforcer, error) {
 	if e := cfg.Enforcers.Log; e != nil {
 		out = append(out, dryrun.New(dryrun.Config{Evidence: e.Evidence}, a.log))
 	}
+	out = append(out, a.opt.Enforcers...)
 	if len(out) == 0 {
 		a.log.Warn("no enforcer configured: decisions are only logged (enforcers: {log: {}})")
 		out = append(out, dryrun.New(dryrun.Config{}, a.log))
@@ -304,16 +308,38 @@ func (a *Agent) process(l source.Line) {
 		a.lineCount[l.Source] = c
 	}
 	c.Inc()
-	if p := a.parsers[l.Source]; p != nil {
-		if ev, ok := p.Parse(l.Text, l.Arrival); ok {
-			a.m.events.WithLabelValues(ev.Format, ev.Kind.String(), string(ev.Service)).Inc()
-			a.decided = append(a.decided, a.engine.Observe(&ev)...)
+	switch {
+	case l.Event != nil:
+		a.observe(l.Event)
+	case a.parsers[l.Source] != nil:
+		if ev, ok := a.parsers[l.Source].Parse(l.Text, l.Arrival); ok {
+			a.observe(&ev)
 		}
 	}
 	if l.Cursor.Value != nil {
 		key := l.Source + "\x00" + l.Cursor.Stream
 		a.positions[key] = l.Cursor.Value
 		a.dirtyPos[key] = struct{}{}
+	}
+}
+
+func (a *Agent) observe(ev *parsers.Event) {
+	a.m.events.WithLabelValues(ev.Format, ev.Kind.String(), string(ev.Service)).Inc()
+	a.decided = append(a.decided, a.engine.Observe(ev)...)
+}
+
+// Report counts an event that did not come from a log line (a hook
+// protocol's report of a failed or successful login) exactly as if a source
+// had read it: in order with the lines, through the same rules, decisions
+// and enforcers. origin names the reporter in metrics. It returns when the
+// event is queued, or when ctx is done.
+func (a *Agent) Report(ctx context.Context, origin string, ev parsers.Event) error {
+	l := source.Line{Source: origin, Text: ev.Evidence, Arrival: a.clock.Now(), Event: &ev}
+	select {
+	case a.lines <- l:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

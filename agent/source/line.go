@@ -1,6 +1,10 @@
 package source
 
-import "time"
+import (
+	"time"
+
+	"github.com/mailban/mailban/parsers"
+)
 
 // Line is one complete log line as a source read it.
 type Line struct {
@@ -8,6 +12,10 @@ type Line struct {
 	Text    string    // the line without its trailing newline
 	Arrival time.Time // when mailban read it; the time of lines that carry none of their own
 	Cursor  Cursor    // where reading resumes after this line
+	// Event, when set, is what the line says, already known to the source
+	// (a push feed that sends structured events, a hook's report): the agent
+	// counts it as it is and does not parse Text, which is kept as evidence.
+	Event *parsers.Event
 }
 
 // Cursor says where a line ended, in a form only its source understands.

@@ -1,0 +1,139 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailban/mailban/agent/config"
+	"github.com/mailban/mailban/parsers"
+	"github.com/mailban/mailban/rules"
+)
+
+// recorder is an Enforcer that remembers what it was told.
+type recorder struct {
+	mu        sync.Mutex
+	decisions []rules.Decision
+	active    []rules.Decision
+	changed   chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 100)} }
+
+func (r *recorder) Name() string { return "recorder" }
+
+func (r *recorder) Apply(_ context.Context, batch []rules.Decision) error {
+	r.mu.Lock()
+	r.decisions = append(r.decisions, batch...)
+	r.mu.Unlock()
+	r.changed <- struct{}{}
+	return nil
+}
+
+func (r *recorder) Reconcile(_ context.Context, active []rules.Decision) error {
+	r.mu.Lock()
+	r.active = active
+	r.mu.Unlock()
+	return nil
+}
+
+// waitFor waits until the recorder holds n decisions and returns them.
+func (r *recorder) waitFor(t *testing.T, n int) []rules.Decision {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		got := append([]rules.Decision(nil), r.decisions...)
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-r.changed:
+		case <-deadline:
+			t.Fatalf("%d decisions after 10s, want %d: %v", len(got), n, got)
+		}
+	}
+}
+
+func testConfig(t *testing.T, dir string) *config.Config {
+	t.Helper()
+	yaml := fmt.Sprintf(`
+state: {path: %s/state.db, checkpoint-interval: 50ms}
+rules:
+  ip: {threshold: "3/10m"}
+allowlist: {host-addresses: false}
+metrics: {listen: ""}
+`, dir)
+	path := filepath.Join(dir, "mailban.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func noHostAddresses() ([]netip.Prefix, error) { return nil, nil }
+
+// Reported events (from a hook protocol, not a log) go through the same
+// rules and enforcers as parsed lines, and survive a restart.
+func TestReportedEventsAreCountedAndKept(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	rec := newRecorder()
+	a, err := New(cfg, Options{Enforcers: []Enforcer{rec}, HostAddresses: noHostAddresses})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	addr := netip.MustParseAddr("203.0.113.50")
+	fail := parsers.Event{Time: time.Now(), Kind: parsers.AuthFailure, Service: parsers.ServiceIMAP,
+		Addr: addr, Login: "alice", Attempts: 1, Format: "dovecot-policy", Evidence: "report from the hook"}
+	for range 2 {
+		if err := a.Report(ctx, "hook", fail); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.decisions) != 0 {
+		t.Fatalf("decisions after two failures: %v", rec.decisions)
+	}
+
+	// After a restart the two failures are remembered: the third bans.
+	rec = newRecorder()
+	a, err = New(cfg, Options{Enforcers: []Enforcer{rec}, HostAddresses: noHostAddresses})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- a.Run(ctx) }()
+	if err := a.Report(ctx, "hook", fail); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.waitFor(t, 1)
+	if got[0].Action != rules.Ban || got[0].Prefix != netip.PrefixFrom(addr, 32) {
+		t.Fatalf("decision %+v, want a ban of %s", got[0], addr)
+	}
+	if ev := got[0].Evidence; len(ev) == 0 || ev[len(ev)-1] != "report from the hook" {
+		t.Errorf("evidence %q does not end with the reported event", ev)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
