@@ -289,16 +289,21 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 // a bound, then hands the burst's decisions to the enforcers in one batch.
 func (a *Agent) processBurst(ctx context.Context, first source.Line) {
 	a.process(first)
-	for i := 0; i < 1024; i++ {
+	a.processQueued(1024)
+	a.enforce(ctx)
+}
+
+// processQueued processes the lines already queued, at most limit of them,
+// without waiting for more.
+func (a *Agent) processQueued(limit int) {
+	for range limit {
 		select {
 		case l := <-a.lines:
 			a.process(l)
-			continue
 		default:
+			return
 		}
-		break
 	}
-	a.enforce(ctx)
 }
 
 func (a *Agent) process(l source.Line) {
@@ -486,15 +491,7 @@ func (a *Agent) stopSources(ctx context.Context, names []string) {
 		}
 		delete(a.sources, n)
 	}
-	for {
-		select {
-		case l := <-a.lines:
-			a.process(l)
-			continue
-		default:
-		}
-		break
-	}
+	a.processQueued(cap(a.lines))
 	a.enforce(ctx)
 }
 

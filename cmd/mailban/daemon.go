@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,13 +20,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	path := fs.String("config", config.DefaultPath, "configuration `file`")
 	fresh := fs.Bool("fresh-state", false, "if the state file is corrupt, move it aside and start with empty state")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	cfg, err := config.Load(*path)
+	cfg, err := parseConfigFlags(fs, args, path)
 	if err != nil {
 		return err
 	}
@@ -68,6 +63,18 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 }
 
+// parseConfigFlags parses a command's flags, which take no arguments, and
+// loads the configuration file its --config flag names.
+func parseConfigFlags(fs *flag.FlagSet, args []string, path *string) (*config.Config, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return config.Load(*path)
+}
+
 func newLogger(w io.Writer, format config.LogFormat, level slog.Leveler) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
@@ -79,13 +86,7 @@ func newLogger(w io.Writer, format config.LogFormat, level slog.Leveler) *slog.L
 func checkConfig(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check-config", stderr)
 	path := fs.String("config", config.DefaultPath, "configuration `file`")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
-	}
-	cfg, err := config.Load(*path)
+	cfg, err := parseConfigFlags(fs, args, path)
 	if err != nil {
 		return err
 	}
