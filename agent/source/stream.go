@@ -49,6 +49,9 @@ type stream struct {
 	cur     *tracked   // the path's file, or its last one while detached
 	retired []*tracked // rotated away: read for late lines until their grace ends
 
+	startTimer *time.Timer // the start-up check's next look (startcheck.go)
+	startArmed bool
+
 	problemLogged string // the problem last logged, so that each is logged once
 	waitLogged    bool
 	cutLogged     bool
@@ -76,6 +79,8 @@ type tracked struct {
 	fromTail        uint64
 	fromTailAtCheck uint64
 	pendingSince    time.Time
+
+	start startCheck // of tl, while it may have missed a write as it started
 }
 
 // sameContent reports whether c's file still starts with the bytes its
@@ -155,6 +160,7 @@ func modeName(poll bool) string {
 // handled (logged, reported in Status) where it occurs.
 func (s *stream) run(ctx context.Context) {
 	defer s.closeAll()
+	defer s.stopStartTimer()
 	t := time.NewTicker(s.src.cfg.PollInterval)
 	defer t.Stop()
 	if s.check(ctx) != nil || s.finished() {
@@ -177,6 +183,8 @@ func (s *stream) run(ctx context.Context) {
 			}
 		case <-t.C:
 			err = s.check(ctx)
+		case <-s.startTimerC():
+			s.checkStart()
 		}
 		if err != nil || s.finished() {
 			return
@@ -756,6 +764,7 @@ func (s *stream) startTail(c *tracked) {
 	c.fromTailAtCheck = c.fromTail
 	c.pendingSince = time.Time{}
 	s.update(func(st *StreamStatus) { st.follower = tl.name })
+	s.armStartCheck(c)
 }
 
 func (s *stream) stopTail(c *tracked) {

@@ -71,6 +71,17 @@ func (tl *tailer) stop() error {
 // watchdog covers a follower that starts deaf all the same.
 const tableRemovalWait = time.Second
 
+// watching reports whether the library has added its inotify watch, which
+// it does only when it first reads to the end of the file (in
+// watch.InotifyFileWatcher.ChangeEvents): from then on every write wakes it.
+// The library's table gets the name's entry before, and under the same lock
+// as, inotify_add_watch, so an entry seen means the watch is in place. A
+// poller misses no growth (its stat loop compares sizes), so it is always
+// watching.
+func (tl *tailer) watching() bool {
+	return tl.poll || watch.Events(tl.name) != nil
+}
+
 // wait returns why the library stopped, once lines is closed; nil when it
 // stopped because the file was renamed or removed.
 func (tl *tailer) wait() error { return tl.t.Wait() }
