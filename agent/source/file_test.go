@@ -604,13 +604,13 @@ func TestFileRemovedNotRecreated(t *testing.T) {
 }
 
 // TestFileFollowerStall: when the library's process-wide inotify table loses
-// the follower's watch, the watchdog notices the unread lines and polls.
+// the follower's watch, the watchdog notices the unread lines and restarts
+// the follower; when that happens again, it polls.
 func TestFileFollowerStall(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.log")
 	appendLines(t, path, numbered("a", 0, 5)...)
 	r := startRun(t, testConfig(false, path), nil)
 	r.waitLines(5)
-	st := r.waitStatus(path, "following", func(st StreamStatus) bool { return st.follower != "" })
 
 	// Make sure the table exists (Events needs it), with a name of our own.
 	other := filepath.Join(t.TempDir(), "other")
@@ -621,21 +621,37 @@ func TestFileFollowerStall(t *testing.T) {
 	if err := watch.RemoveWatch(other); err != nil {
 		t.Fatal(err)
 	}
-	// Once the follower watches its file, a second watcher of the same name
-	// that goes away takes the follower's events with it.
-	waitFor(t, "the follower's watch", func() bool { return watch.Events(st.follower) != nil })
-	if err := watch.Watch(st.follower); err != nil {
-		t.Fatal(err)
-	}
-	if err := watch.RemoveWatch(st.follower); err != nil {
-		t.Fatal(err)
+	loseWatch := func() {
+		t.Helper()
+		// Once the follower watches its file (and its start-up check is
+		// done), a second watcher of the same name that goes away takes the
+		// follower's events with it.
+		st := r.waitStatus(path, "following", func(st StreamStatus) bool { return st.follower != "" && st.watching })
+		if watch.Events(st.follower) == nil {
+			t.Fatalf("follower %s past its start-up check without a watch", st.follower)
+		}
+		if err := watch.Watch(st.follower); err != nil {
+			t.Fatal(err)
+		}
+		if err := watch.RemoveWatch(st.follower); err != nil {
+			t.Fatal(err)
+		}
 	}
 
+	loseWatch()
 	appendLines(t, path, numbered("a", 5, 10)...)
 	r.waitLines(10)
+	st := r.waitStatus(path, "restarted", func(st StreamStatus) bool { return st.Restarts > 0 })
+	if st.Mode != "inotify" {
+		t.Errorf("after one stall: mode %s, want inotify", st.Mode)
+	}
+
+	loseWatch()
+	appendLines(t, path, numbered("a", 10, 15)...)
+	r.waitLines(15)
 	r.waitStatus(path, "polling", func(st StreamStatus) bool { return st.Mode == "poll" })
 	r.stop()
-	checkExactlyOnce(t, r.snapshot(), numbered("a", 0, 10))
+	checkExactlyOnce(t, r.snapshot(), numbered("a", 0, 15))
 }
 
 func TestFileRunTwice(t *testing.T) {
@@ -651,8 +667,9 @@ func TestFileRunTwice(t *testing.T) {
 
 // TestFileTwoSourcesOneFile: two sources following one file in inotify mode
 // share one kernel watch, which the library's table gives to one name only;
-// the other follower stalls, and its watchdog turns it to polling. Both see
-// every line.
+// the other follower stalls, and its watchdog restarts it, taking the watch
+// from the first, until stalls repeat and one of them polls. Both see every
+// line.
 func TestFileTwoSourcesOneFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.log")
 	appendLines(t, path, numbered("a", 0, 5)...)

@@ -43,6 +43,7 @@ type stream struct {
 	fromGlob   bool      // found by a glob: ends when the path is gone
 	gone       bool      // the last check found no file to read
 	poll       bool
+	stalled    bool // the watchdog restarted an inotify follower once
 	lr         *lineReader
 	scratch    [fingerprintSize]byte
 
@@ -455,7 +456,10 @@ func (s *stream) followCurrent(ctx context.Context, c *tracked) error {
 // delivers nothing before the follower is restarted. nxadm/tail keeps one
 // process-wide inotify table keyed by name, where a watch can be lost (a
 // descriptor number reused before the old watch is removed; two sources on
-// one inode): the watchdog makes such a loss a delay, not a stop. In Poll
+// one inode): the watchdog makes such a loss a delay, not a stop. The first
+// stall of an inotify follower restarts it (stop waits until the old entry
+// is gone, so the new follower gets a watch of its own); a second one means
+// the loss is likely to recur, and the stream polls from then on. In Poll
 // mode the library looks every 250ms, well within the minimum.
 func (s *stream) stallAfter() time.Duration {
 	return max(4*s.src.cfg.PollInterval, time.Second)
@@ -479,12 +483,17 @@ func (s *stream) watchdog(c *tracked) {
 	}
 	if waited := time.Since(c.pendingSince); waited >= s.stallAfter() {
 		s.stopTail(c)
-		if s.poll {
+		s.update(func(st *StreamStatus) { st.Restarts++ })
+		switch {
+		case s.poll:
 			s.log.Warn("follower delivered nothing while lines waited; restarting it", "offset", c.pos, "waited", waited)
-		} else {
-			// Restarting under the same name could meet the same broken
-			// table entry; polling does not use the table.
-			s.log.Warn("follower delivered nothing while lines waited; polling this file from now on", "offset", c.pos, "waited", waited)
+		case !s.stalled:
+			s.stalled = true
+			s.log.Warn("follower delivered nothing while lines waited; restarting it, and polling should it stall again",
+				"offset", c.pos, "waited", waited)
+		default:
+			// Polling does not use the library's inotify table.
+			s.log.Warn("follower delivered nothing while lines waited, again; polling this file from now on", "offset", c.pos, "waited", waited)
 			s.poll = true
 			s.update(func(st *StreamStatus) { st.Mode = modeName(true) })
 		}
