@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -65,6 +66,65 @@ func TestFileWriteWhileFollowerStarts(t *testing.T) {
 	}
 }
 
+// appendRounds bounds TestFileAppendRightAfterStart.
+const appendRounds = 100
+
+// TestFileAppendRightAfterStart is the start-up window met by chance, without
+// holding it open: each round starts a File, and appends a line as soon as
+// the first one arrives (or, resuming after it, as soon as the follower
+// runs). Without the start-up check, about one round in three missed its
+// line under -race, one in a hundred without. Again no watchdog.
+func TestFileAppendRightAfterStart(t *testing.T) {
+	for _, resume := range []bool{false, true} {
+		name := "from the beginning"
+		if resume {
+			name = "resumed at the end"
+		}
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			for round := range appendRounds {
+				path := filepath.Join(dir, "mail"+strconv.Itoa(round)+".log")
+				appendLines(t, path, "old 0")
+				var saved map[string][]byte
+				if resume {
+					saved = map[string][]byte{path: cursorAtEnd(t, path)}
+				}
+				cfg := testConfig(false, path)
+				cfg.PollInterval = time.Hour
+				f, err := NewFile(cfg, saved, testLogger(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(t.Context())
+				l, done := runLines(ctx, t, f)
+				if resume {
+					waitFor(t, "the follower", func() bool {
+						runtime.Gosched()
+						st := f.Status()
+						return len(st) == 1 && st[0].follower != ""
+					})
+				} else {
+					l.want("old 0")
+				}
+				line := "new " + strconv.Itoa(round)
+				writeLines(t, w, line)
+				l.want(line)
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // parkInotifyTracker blocks nxadm/tail's process-wide inotify goroutine:
 // it watches name through the library and writes to it, and the goroutine
 // then waits to hand over the event, which nobody receives, until release
@@ -111,16 +171,22 @@ type lineFeed struct {
 func startLines(t *testing.T, f *File) *lineFeed {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan Line)
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx, out) }()
+	l, done := runLines(ctx, t, f)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return &lineFeed{t: t, out: out}
+	return l
+}
+
+// runLines runs f until ctx is done; done receives what Run returned.
+func runLines(ctx context.Context, t *testing.T, f *File) (l *lineFeed, done <-chan error) {
+	out := make(chan Line)
+	errc := make(chan error, 1)
+	go func() { errc <- f.Run(ctx, out) }()
+	return &lineFeed{t: t, out: out}, errc
 }
 
 // want takes the next line and fails unless it is text.
