@@ -26,12 +26,12 @@ const (
 	// startCheckFirst is how soon after a start the check first looks; while
 	// the library is still reading towards the end the wait doubles, up to
 	// startCheckMax, so a long backlog costs few looks.
-	startCheckFirst = 500 * time.Microsecond
-	startCheckMax   = 16 * time.Millisecond
+	startCheckFirst = 250 * time.Microsecond
+	startCheckMax   = 2 * time.Millisecond
 	// startStallAfter is how long a line that was in the file when the
 	// watch was added may wait while the follower delivers nothing. A
 	// follower that has the line in hand delivers it in microseconds.
-	startStallAfter = 2 * time.Millisecond
+	startStallAfter = time.Millisecond
 	// maxStartRestarts bounds restarts in a row for missed wake-ups; more
 	// mean something else is wrong (another source on the same file).
 	maxStartRestarts = 3

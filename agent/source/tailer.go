@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -59,17 +60,33 @@ func (tl *tailer) lines() <-chan *tail.Line { return tl.t.Lines }
 func (tl *tailer) stop() error {
 	err := tl.t.Stop()
 	if !tl.poll {
-		deadline := time.Now().Add(tableRemovalWait)
-		for watch.Events(tl.name) != nil && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Microsecond)
+		start := time.Now()
+		for watch.Events(tl.name) != nil {
+			waited := time.Since(start)
+			switch {
+			case waited >= tableRemovalWait:
+				return err
+			case waited < tableRemovalSpin:
+				runtime.Gosched()
+			default:
+				time.Sleep(100 * time.Microsecond)
+			}
 		}
 	}
 	return err
 }
 
 // tableRemovalWait bounds stop's wait for the library's table; the stream's
-// watchdog covers a follower that starts deaf all the same.
-const tableRemovalWait = time.Second
+// watchdog covers a follower that starts deaf all the same. The removal
+// takes a few goroutine hops, tens of microseconds; stop yields rather than
+// sleeps for the first tableRemovalSpin, since a sleep this short lasts a
+// millisecond or more (the runtime's timers wait in whole milliseconds when
+// nothing else runs), which a restart of a follower would add to the wait
+// of the lines it is restarted for.
+const (
+	tableRemovalWait = time.Second
+	tableRemovalSpin = 500 * time.Microsecond
+)
 
 // watching reports whether the library has added its inotify watch, which
 // it does only when it first reads to the end of the file (in
