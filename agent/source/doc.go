@@ -14,6 +14,12 @@
 // restart finds its place again in the file, in its renamed self, or in its
 // copy, and an inode number reused by a new file is not taken for the old.
 //
+// nxadm/tail adds its inotify watch only once it has read to the end of the
+// file, so a line written in between would wait for the next write: every
+// follower start is checked for that and restarted at the last line
+// delivered. A follower that stalls later (its watch lost) is restarted
+// once, and the file polled (250ms) should it stall again.
+//
 // Limits: nxadm/tail reads a whole line into memory before File cuts it to
 // MaxLineBytes (File's own reads never hold more than that); two sources (in
 // one process) following one file with inotify end up polling it, because the

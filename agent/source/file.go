@@ -329,7 +329,7 @@ type StreamStatus struct {
 	Rotated     int       // files rotated away, still read for late lines
 	Errors      uint64    // problems met (open, stat, read, the follower)
 	LastError   string    // the latest problem; "" once resolved
-	Restarts    uint64    // times a follower that delivered nothing while lines waited was started again
+	Restarts    uint64    // times the follower delivered nothing while lines waited, and was started again (see startcheck.go)
 
 	follower string // the name nxadm/tail follows, for tests
 	watching bool   // the follower is past its start-up check, for tests

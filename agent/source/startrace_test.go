@@ -50,7 +50,7 @@ func TestFileWriteWhileFollowerStarts(t *testing.T) {
 			if !tc.resume {
 				l.want("old 0")
 			}
-			waitGoroutine(t, "the follower at its first end, adding its watch", "watch.(*InotifyFileWatcher).ChangeEvents")
+			waitGoroutine(t, "the follower at its first end, adding its watch", "watch.(*InotifyFileWatcher).ChangeEvents(")
 			appendLines(t, path, "new 0")
 			release()
 			l.want("new 0")
@@ -136,7 +136,7 @@ func parkInotifyTracker(t *testing.T, name string) (release func()) {
 		t.Fatal(err)
 	}
 	appendLines(t, name, "y")
-	waitGoroutine(t, "the library's inotify goroutine parked", "watch.(*InotifyTracker).sendEvent")
+	waitGoroutine(t, "the library's inotify goroutine parked", "watch.(*InotifyTracker).sendEvent(")
 	released := false
 	release = func() {
 		if released {
@@ -151,7 +151,9 @@ func parkInotifyTracker(t *testing.T, name string) (release func()) {
 	return release
 }
 
-// waitGoroutine waits until some goroutine's stack holds frame.
+// waitGoroutine waits until some goroutine's stack holds frame (a
+// function's name and its opening parenthesis, so that the goroutines it
+// starts, named name.funcN, do not count).
 func waitGoroutine(t *testing.T, what, frame string) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
