@@ -130,10 +130,10 @@ func TestStats(t *testing.T) {
 	}
 	want := []FormatStats{
 		{Name: "postfix", Lines: 4, Matched: 3, Events: 1, Ignored: 1, Unusable: 1, Patterns: []PatternStats{
-			{Name: "sasl-auth-failed", Kind: AuthFailure, Events: 1}, {Name: "sasl-login", Kind: AuthSuccess}}},
+			{Name: "sasl-auth-failed", Kind: AuthFailure, Matches: 3, Events: 1}, {Name: "sasl-login", Kind: AuthSuccess}}},
 		{Name: "dovecot", Lines: 2, Matched: 1, Events: 1, Patterns: []PatternStats{
 			{Name: "login-auth-failed", Kind: AuthFailure}, {Name: "login-plaintext-disallowed", Kind: AuthFailure},
-			{Name: "login", Kind: AuthSuccess, Events: 1}}},
+			{Name: "login", Kind: AuthSuccess, Matches: 1, Events: 1}}},
 	}
 	got := p.Stats()
 	if len(got) != len(want) {

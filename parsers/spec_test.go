@@ -27,13 +27,13 @@ func TestParseFormatsErrors(t *testing.T) {
 			name: "unknown key in a pattern",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: fail\n    kind: auth_failure\n    contains: [bad]\n    regexp: '^(?P<ip>x)$'\n",
 			want: []string{
-				`demo.yaml:7: unknown key "regexp" in pattern (known: name, kind, contains, regex, ignore-if)`,
+				`demo.yaml:7: unknown key "regexp" in pattern (known: name, kind, contains, regex, ignore-if, session)`,
 			},
 		},
 		{
 			name: "unknown key in a format",
 			yaml: "name: demo\nprogram: [demo]\nprograms: [demo]\npatterns:\n  - {name: fail, kind: auth_failure, contains: [x], regex: '(?P<ip>x)'}\n",
-			want: []string{`demo.yaml:2: unknown key "program" in format (known: name, description, header, programs, service, patterns)`},
+			want: []string{`demo.yaml:2: unknown key "program" in format (known: name, description, header, programs, service, time-layouts, patterns)`},
 		},
 		{
 			name: "missing ip capture",
@@ -57,14 +57,14 @@ func TestParseFormatsErrors(t *testing.T) {
 		{
 			name: "bad kind",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: a\n    kind: auth_fail\n    contains: [x]\n    regex: '(?P<ip>x)'\n",
-			want: []string{`demo.yaml:5: patterns[0].kind: unknown event kind "auth_fail" (want auth_failure or auth_success)`},
+			want: []string{`demo.yaml:5: patterns[0].kind: unknown kind "auth_fail" (want auth_failure, auth_success, abuse or ignore)`},
 		},
 		{
 			name: "missing kind, contains and name",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - regex: '(?P<ip>x)'\n",
 			want: []string{
 				`demo.yaml:4: patterns[0]: every pattern needs a name`,
-				`demo.yaml:4: patterns[0].kind: missing kind (auth_failure or auth_success)`,
+				`demo.yaml:4: patterns[0].kind: missing kind (auth_failure, auth_success, abuse or ignore)`,
 				`demo.yaml:4: patterns[0].contains: give at least one literal the line must contain: it is what keeps other lines away from the regex`,
 			},
 		},
@@ -116,7 +116,7 @@ func TestParseFormatsErrors(t *testing.T) {
 		{
 			name: "attempts on a success",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: a\n    kind: auth_success\n    contains: [x]\n    regex: '(?P<ip>x) (?P<attempts>\\d+)'\n",
-			want: []string{`demo.yaml:7: patterns[0].regex: an auth_success pattern cannot capture attempts`},
+			want: []string{`demo.yaml:7: patterns[0].regex: only an auth_failure pattern can capture attempts`},
 		},
 	}
 	for _, tt := range tests {
