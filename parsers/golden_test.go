@@ -54,8 +54,8 @@ func presetParser(t testing.TB, loc *time.Location, names ...string) *Parser {
 	return p
 }
 
-// TestGolden parses every testdata/logs/*.log with the postfix and dovecot
-// presets and compares the events with the .golden file next to it.
+// TestGolden parses every testdata/logs/*.log with every preset, as a source
+// does by default, and compares the events with the .golden file next to it.
 func TestGolden(t *testing.T) {
 	logs, err := filepath.Glob(filepath.Join(logsDir, "*.log"))
 	if err != nil || len(logs) == 0 {
@@ -64,7 +64,7 @@ func TestGolden(t *testing.T) {
 	for _, path := range logs {
 		name := strings.TrimSuffix(filepath.Base(path), ".log")
 		t.Run(name, func(t *testing.T) {
-			p := presetParser(t, time.UTC, "postfix", "dovecot")
+			p := presetParser(t, time.UTC, presetNames...)
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)

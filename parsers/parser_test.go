@@ -51,7 +51,7 @@ func TestNonMatchingLinesDoNotAllocate(t *testing.T) {
 		"2026-11-25T19:45:22.123456+00:00 mx1 postfix/smtpd[1000]: disconnect from unknown[203.0.113.7] ehlo=1 auth=0/2 quit=1 commands=2/4",
 		"2026-11-25T19:45:22.123456+00:00 mx1 postfix/lmtp[1001]: 0A1B2C3D4E: to=<a@example.com>, relay=mx1[private/dovecot-lmtp], status=sent",
 		"2026-11-25T19:45:22.123456+00:00 mx1 dovecot[790]: imap(alice@example.com)<77><abc>: Disconnected: Logged out in=1 out=2",
-		"2026-11-25T19:45:22.123456+00:00 mx1 dovecot[790]: auth: passwd-file(admin,203.0.113.7,<abc>): Password mismatch",
+		"2026-11-25T19:45:22.123456+00:00 mx1 dovecot[790]: auth: passwd-file(admin,203.0.113.7): Password mismatch",
 		"Nov 25 19:45:24 mail dovecot: imap-login: Disconnected (no auth attempts in 0 secs): user=<>, rip=127.0.0.51, lip=127.0.0.1",
 		"Nov 25 19:45:24 mail CRON[2345]: (root) CMD (run-parts /etc/cron.hourly)",
 		"Jan 29 09:38:46 pop3-login: Info: Disconnected (no auth attempts in 10 secs): user=<>, rip=176.61.137.100",
@@ -128,6 +128,7 @@ func TestStats(t *testing.T) {
 	for _, l := range lines {
 		p.Parse(l, goldenArrival)
 	}
+	// The patterns named here; the others must have neither matches nor events.
 	want := []FormatStats{
 		{Name: "postfix", Lines: 4, Matched: 3, Events: 1, Ignored: 1, Unusable: 1, Patterns: []PatternStats{
 			{Name: "sasl-auth-failed", Kind: AuthFailure, Matches: 3, Events: 1}, {Name: "sasl-login", Kind: AuthSuccess}}},
@@ -142,13 +143,17 @@ func TestStats(t *testing.T) {
 	for i := range want {
 		g, w := got[i], want[i]
 		if g.Name != w.Name || g.Lines != w.Lines || g.Matched != w.Matched || g.Events != w.Events ||
-			g.Ignored != w.Ignored || g.Unusable != w.Unusable || len(g.Patterns) != len(w.Patterns) {
+			g.Ignored != w.Ignored || g.Unusable != w.Unusable || len(g.Patterns) < len(w.Patterns) {
 			t.Errorf("Stats[%d] = %+v\nwant       %+v", i, g, w)
 			continue
 		}
-		for j := range w.Patterns {
-			if g.Patterns[j] != w.Patterns[j] {
-				t.Errorf("Stats[%d].Patterns[%d] = %+v, want %+v", i, j, g.Patterns[j], w.Patterns[j])
+		for j, gp := range g.Patterns {
+			wp := PatternStats{Name: gp.Name, Kind: gp.Kind}
+			if j < len(w.Patterns) {
+				wp = w.Patterns[j]
+			}
+			if gp != wp {
+				t.Errorf("Stats[%d].Patterns[%d] = %+v, want %+v", i, j, gp, wp)
 			}
 		}
 	}

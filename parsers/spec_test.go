@@ -206,7 +206,7 @@ func TestCompileErrors(t *testing.T) {
 	}{
 		{"nothing", nil, "compile formats: no formats given"},
 		{"twice", []FormatSpec{presets["postfix"], presets["postfix"]},
-			`presets/postfix.yaml:7: name: format "postfix" is given twice (first presets/postfix.yaml:7)`},
+			`presets/postfix.yaml:14: name: format "postfix" is given twice (first presets/postfix.yaml:14)`},
 		{"built in Go, no lines", []FormatSpec{built},
 			`format "built": programs[0]: "x y" is not a program tag (no spaces, brackets or colons; * is a wildcard)`},
 	}
@@ -220,12 +220,24 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
+// presetNames are the presets mailban promises: one for each of fail2ban's
+// 25 mail filters, of the same name, and Stalwart's.
+var presetNames = []string{
+	"assp", "courier-auth", "courier-smtp", "cyrus-imap", "domino-smtp", "dovecot", "exim", "exim-spam",
+	"groupoffice", "horde", "kerio", "openwebmail", "oracleims", "perdition", "postfix", "qmail",
+	"roundcube-auth", "sendmail-auth", "sendmail-reject", "sieve", "sogo-auth", "solid-pop3d",
+	"squirrelmail", "stalwart", "tine20", "uwimap-auth",
+}
+
 func TestPresets(t *testing.T) {
 	presets, err := Presets()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"postfix", "dovecot"} {
+	if len(presets) != len(presetNames) {
+		t.Errorf("%d presets, want %d", len(presets), len(presetNames))
+	}
+	for _, name := range presetNames {
 		s, ok := presets[name]
 		if !ok {
 			t.Fatalf("no preset %q", name)
@@ -237,8 +249,8 @@ func TestPresets(t *testing.T) {
 			t.Errorf("%s: Origin = %q, want %q", name, s.Origin, want)
 		}
 	}
-	if !strings.Contains(presets["dovecot"].Description, "not counted") {
-		t.Errorf("dovecot's description must state that auth-process lines are not counted")
+	if d := presets["dovecot"].Description; !strings.Contains(d, "session") || !strings.Contains(d, "not here") {
+		t.Errorf("dovecot's description must state how auth-process lines count")
 	}
 	// Callers get their own copy.
 	presets["postfix"] = FormatSpec{}
