@@ -118,6 +118,28 @@ func TestParseFormatsErrors(t *testing.T) {
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: a\n    kind: auth_success\n    contains: [x]\n    regex: '(?P<ip>x) (?P<attempts>\\d+)'\n",
 			want: []string{`demo.yaml:7: patterns[0].regex: only an auth_failure pattern can capture attempts`},
 		},
+		{
+			name: "session rules",
+			yaml: "name: demo\nprograms: [demo]\npatterns:\n" +
+				"  - {name: a, kind: auth_failure, session: attempt, contains: [x], regex: '(?P<ip>x)'}\n" +
+				"  - {name: b, kind: auth_success, session: summary, contains: [x], regex: '(?P<ip>x)'}\n" +
+				"  - {name: c, kind: auth_failure, contains: [x], regex: '(?P<ip>x)<(?P<session>y)>'}\n" +
+				"  - {name: d, kind: auth_failure, session: first, contains: [x], regex: '(?P<ip>x)'}\n",
+			want: []string{
+				`demo.yaml:4: patterns[0].regex: a pattern with session: attempt needs a capture group session`,
+				`demo.yaml:5: patterns[1].session: only auth_failure patterns share attempts across a session`,
+				`demo.yaml:6: patterns[2].session: the regex captures a session: say how its lines count (session: attempt or summary)`,
+				`demo.yaml:7: patterns[3].session: unknown session rule "first" (want attempt or summary)`,
+			},
+		},
+		{
+			name: "time layouts",
+			yaml: "name: demo\nheader: plain\ntime-layouts: ['02/Jan/2006 15:04:05', 'yesterday', '15:04:05']\npatterns:\n  - {name: a, kind: ignore, contains: [x], regex: 'x'}\n",
+			want: []string{
+				`demo.yaml:3: time-layouts[1]: "yesterday" is not a Go time layout with a date and a time of day (write the reference time, Mon Jan 2 15:04:05 MST 2006, as your log does)`,
+				`demo.yaml:3: time-layouts[2]: "15:04:05" is not a Go time layout with a date and a time of day (write the reference time, Mon Jan 2 15:04:05 MST 2006, as your log does)`,
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
