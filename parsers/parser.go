@@ -378,9 +378,16 @@ func (f *format) sessionCount(pat *pattern, msg string, m []int, ev *Event) (int
 	case out.before == 0:
 		return out.counted, "event"
 	case out.counted == 0:
-		return 0, fmt.Sprintf("counted already: %s counted all %d attempts", whose, ev.Attempts)
+		return 0, fmt.Sprintf("counted already: %s counted %s", whose, attempts(ev.Attempts))
 	}
-	return out.counted, fmt.Sprintf("event: %d of %d attempts, %s counted the other %d", out.counted, ev.Attempts, whose, out.before)
+	return out.counted, fmt.Sprintf("event: %d of %s, %s counted the other %d", out.counted, attempts(ev.Attempts), whose, out.before)
+}
+
+func attempts(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return strconv.Itoa(n) + " attempts"
 }
 
 // prefilter reports whether every literal of the pattern occurs in msg.

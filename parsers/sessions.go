@@ -22,7 +22,7 @@ const maxSessions = 4096
 //     already counted it (a summary can come first: sendmail).
 //   - A summary of N attempts counts only those its session's attempt lines
 //     did not: N minus what they counted, nothing when that is N or more. A
-//     second summary of the same session counts only what exceeds the first.
+//     line read twice counts twice, as any other line does.
 //   - A summary whose session was never seen (or that names none) takes
 //     over, as its own, attempts that attempt lines of the same address and
 //     login counted and that no summary has claimed yet. Real servers name
@@ -46,7 +46,6 @@ type session struct {
 	id         string
 	owner      ownerKey // address and login of its first line
 	own        int      // attempts its attempt lines counted that no summary has claimed
-	settled    int      // attempts its summaries accounted for (counted, or found counted)
 	absorb     int      // attempts a summary counted ahead of its attempt lines
 	prev, next *session
 }
@@ -118,11 +117,7 @@ func (t *sessionTable) summary(id string, hasID bool, addr netip.Addr, login str
 		take := min(s.own, p.attempts)
 		p.attempts -= take
 		s.own = 0
-		// A second summary of the session (the same line read twice)
-		// finds its attempts settled by the first.
-		avail := s.settled + take
-		out.before = min(avail, n)
-		s.settled = max(avail, n)
+		out.before = min(take, n)
 		t.touch(s)
 	} else {
 		owner := ownerKey{addr, login}
@@ -132,7 +127,6 @@ func (t *sessionTable) summary(id string, hasID bool, addr netip.Addr, login str
 		}
 		if hasID {
 			s = t.add(id, owner)
-			s.settled = n
 		}
 	}
 	out.counted = n - out.before
