@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,8 @@ type pattern struct {
 	ignore   bool // kind: ignore: a match ends the format's search without an event
 	session  sessionRule
 	contains []string
+	prefix   string // the literal the regex is anchored to (^...): checked before contains
+	last     string // address-after-last
 	ignoreIf []string
 	re       *regexp.Regexp
 	// Submatch numbers of the known captures; -1 when the regex has none.
@@ -259,6 +262,7 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		}
 	}
 	p.ignoreIf = ps.IgnoreIf
+	p.last = ps.AddressAfterLast
 
 	if ps.Regex == "" {
 		bad("regex", "missing regex")
@@ -270,6 +274,7 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		return nil, errs
 	}
 	p.re = re
+	p.prefix = anchoredPrefix(ps.Regex)
 	for n, name := range re.SubexpNames() {
 		if name == "" {
 			continue
@@ -318,6 +323,28 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		return nil, errs
 	}
 	return p, nil
+}
+
+// anchoredPrefix returns the literal text that a regex anchored with ^
+// requires at the start of the message: checking it costs less than a
+// substring search. "" when there is none.
+func anchoredPrefix(expr string) string {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 || re.Sub[0].Op != syntax.OpBeginText {
+		return ""
+	}
+	var b strings.Builder
+	for _, sub := range re.Sub[1:] {
+		if sub.Op != syntax.OpLiteral || sub.Flags&syntax.FoldCase != 0 {
+			break
+		}
+		b.WriteString(string(sub.Rune))
+	}
+	return b.String()
 }
 
 // validLayout accepts a Go time layout that has a day, a month and an hour,

@@ -94,7 +94,7 @@ type Event struct {
 	Kind     Kind       // AuthFailure or AuthSuccess
 	Service  Service    // ServiceUnknown when neither the line nor the format says
 	Addr     netip.Addr // the client, unmapped (an IPv4-mapped IPv6 address becomes IPv4), no zone
-	Login    string     // normalised with NormalizeLogin; empty when the line names none
+	Login    string     // normalised with NormalizeLogin; empty when the line names none; may share Evidence's memory
 	Attempts int        // failed attempts this line reports (Dovecot: "auth failed, 3 attempts"); ≥ 1
 	Format   string     // the name of the format that matched
 	Evidence string     // the line as read; owned by the Event, not a view of a reused buffer
@@ -109,6 +109,12 @@ const MaxLoginLen = 256
 // the same, so alice and Alice are one account), invalid UTF-8 replaced, and
 // cut to MaxLoginLen bytes on a character boundary. The result never aliases s.
 func NormalizeLogin(s string) string {
+	return strings.Clone(normalizeLogin(s))
+}
+
+// normalizeLogin is NormalizeLogin without the copy: it returns s, or a part
+// of it, when nothing needs changing.
+func normalizeLogin(s string) string {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return ""
@@ -122,5 +128,5 @@ func NormalizeLogin(s string) string {
 		}
 		s = s[:cut]
 	}
-	return strings.Clone(s)
+	return s
 }

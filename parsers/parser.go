@@ -32,7 +32,16 @@ type Parser struct {
 	// The first literal of every plain format's patterns, found in one pass.
 	plainIdx   *litIndex
 	plainLines atomic.Uint64 // lines offered to the plain formats
+
+	// byProgram remembers, for the program tags seen, the formats that claim
+	// them in the order they are tried: a map that is replaced, never
+	// changed, so that reading it needs no lock.
+	byProgram atomic.Pointer[map[string][]*format]
 }
+
+// maxPrograms bounds the program tags byProgram remembers; others are
+// resolved on every line.
+const maxPrograms = 512
 
 // Compile checks specs and builds a Parser from them. For each line the
 // formats are tried in order (for syslog lines, those naming the program
@@ -265,23 +274,51 @@ func (p *Parser) plainLine(msg string, o *origin, skip func(*format) bool, x *Ex
 // tagged offers a syslog message to the formats of its program: those that
 // name it exactly first, then those that match it with a wildcard.
 func (p *Parser) tagged(program, msg string, o *origin, x *Explanation) (Event, bool) {
-	exact := p.exact[program]
-	for _, f := range exact {
-		f.lines.Add(1)
-		if ev, ok := p.try(f, msg, o, nil, x); ok {
-			return ev, true
-		}
-	}
-	for _, f := range p.globbed {
-		if !f.claims(program) || slices.Contains(exact, f) {
-			continue
-		}
+	for _, f := range p.formatsFor(program) {
 		f.lines.Add(1)
 		if ev, ok := p.try(f, msg, o, nil, x); ok {
 			return ev, true
 		}
 	}
 	return Event{}, false
+}
+
+// formatsFor returns the formats that claim a program tag, in the order
+// they are tried. A log has few distinct tags: they are resolved once.
+func (p *Parser) formatsFor(program string) []*format {
+	seen := p.byProgram.Load()
+	if seen != nil {
+		if list, ok := (*seen)[program]; ok {
+			return list
+		}
+	}
+	exact := p.exact[program]
+	list := slices.Clip(exact)
+	for _, f := range p.globbed {
+		if f.claims(program) && !slices.Contains(exact, f) {
+			list = append(list, f)
+		}
+	}
+	if seen == nil || len(*seen) < maxPrograms {
+		next := make(map[string][]*format, 1+lenOf(seen))
+		if seen != nil {
+			for k, v := range *seen {
+				next[k] = v
+			}
+		}
+		next[strings.Clone(program)] = list
+		// Another goroutine may have stored its own map meanwhile: one of
+		// the two tags is then resolved again later, nothing worse.
+		p.byProgram.CompareAndSwap(seen, &next)
+	}
+	return list
+}
+
+func lenOf(m *map[string][]*format) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
 }
 
 func (f *format) claims(program string) bool {
@@ -383,6 +420,20 @@ func (f *format) sessionCount(pat *pattern, msg string, m []int, ev *Event) (int
 	return out.counted, fmt.Sprintf("event: %d of %s, %s counted the other %d", out.counted, attempts(ev.Attempts), whose, out.before)
 }
 
+// lastIndex is strings.LastIndex by forward searches, which are much faster
+// for the few occurrences a line has.
+func lastIndex(s, lit string) int {
+	last := -1
+	for off := 0; ; {
+		i := strings.Index(s[off:], lit)
+		if i < 0 {
+			return last
+		}
+		last = off + i
+		off = last + 1
+	}
+}
+
 func attempts(n int) string {
 	if n == 1 {
 		return "1 attempt"
@@ -390,8 +441,12 @@ func attempts(n int) string {
 	return strconv.Itoa(n) + " attempts"
 }
 
-// prefilter reports whether every literal of the pattern occurs in msg.
+// prefilter reports whether msg starts with the literal the pattern's regex
+// is anchored to, and every literal of the pattern occurs in msg.
 func (pat *pattern) prefilter(msg string, found *litSet) bool {
+	if p := pat.prefix; p != "" && (len(msg) < len(p) || msg[0] != p[0] || msg[:len(p)] != p) {
+		return false
+	}
 	lits := pat.contains
 	if found != nil && pat.lit >= 0 {
 		if !found.has(pat.lit) {
@@ -441,6 +496,13 @@ func (p *Parser) event(f *format, pat *pattern, msg string, m []int, o *origin) 
 	if !ok {
 		return Event{}, "the ip capture is empty"
 	}
+	if pat.last != "" {
+		// The address the server wrote is after the last such literal:
+		// an earlier one is in text a client chose.
+		if k := lastIndex(msg, pat.last); k < 0 || k+len(pat.last) != a {
+			return Event{}, fmt.Sprintf("ip %q is not the one after the last %q", msg[a:b], pat.last)
+		}
+	}
 	addr, err := netip.ParseAddr(msg[a:b])
 	if err != nil {
 		return Event{}, fmt.Sprintf("ip %q is not an address", msg[a:b])
@@ -457,9 +519,6 @@ func (p *Parser) event(f *format, pat *pattern, msg string, m []int, o *origin) 
 		Addr:     addr,
 		Attempts: 1,
 		Format:   f.name,
-	}
-	if a, b, ok := group(m, pat.login); ok {
-		ev.Login = NormalizeLogin(msg[a:b])
 	}
 	if a, b, ok := group(m, pat.attempts); ok {
 		// A number that does not parse or is below 1 still reports the
@@ -484,6 +543,12 @@ func (p *Parser) event(f *format, pat *pattern, msg string, m []int, o *origin) 
 		ev.Evidence = o.program + ": " + o.line
 	} else {
 		ev.Evidence = strings.Clone(o.line)
+	}
+	if a, b, ok := group(m, pat.login); ok {
+		// msg ends the Evidence, which is the event's own copy: the login
+		// is normalised from there and shares its memory (one copy less).
+		off := len(ev.Evidence) - len(msg)
+		ev.Login = normalizeLogin(ev.Evidence[off+a : off+b])
 	}
 	return ev, ""
 }

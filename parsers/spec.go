@@ -46,6 +46,9 @@ type PatternSpec struct {
 	IgnoreIf []string `yaml:"ignore-if,omitempty"`
 	// attempt or summary: how lines that share one session's attempts count.
 	Session string `yaml:"session,omitempty"`
+	// The ip capture must directly follow the last occurrence of this
+	// literal in the message (only the server writes after it).
+	AddressAfterLast string `yaml:"address-after-last,omitempty"`
 
 	pos positions
 }
@@ -113,7 +116,7 @@ func (s *FormatSpec) UnmarshalYAML(n *yaml.Node) error {
 // UnmarshalYAML decodes a pattern strictly, like FormatSpec.UnmarshalYAML.
 func (p *PatternSpec) UnmarshalYAML(n *yaml.Node) error {
 	type plain PatternSpec
-	pos, errs := checkKeys(n, "pattern", "name", "kind", "contains", "regex", "ignore-if", "session")
+	pos, errs := checkKeys(n, "pattern", "name", "kind", "contains", "regex", "ignore-if", "session", "address-after-last")
 	if err := n.Decode((*plain)(p)); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {

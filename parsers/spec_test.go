@@ -27,7 +27,7 @@ func TestParseFormatsErrors(t *testing.T) {
 			name: "unknown key in a pattern",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: fail\n    kind: auth_failure\n    contains: [bad]\n    regexp: '^(?P<ip>x)$'\n",
 			want: []string{
-				`demo.yaml:7: unknown key "regexp" in pattern (known: name, kind, contains, regex, ignore-if, session)`,
+				`demo.yaml:7: unknown key "regexp" in pattern (known: name, kind, contains, regex, ignore-if, session, address-after-last)`,
 			},
 		},
 		{
