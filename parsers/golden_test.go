@@ -161,3 +161,33 @@ func TestInjectionNeverFrames(t *testing.T) {
 		t.Errorf("only %d events from injection.log", events)
 	}
 }
+
+// Every preset has golden lines: every pattern of every preset matches some
+// line of testdata/logs/*.log, and every preset gives events in the .golden
+// files.
+func TestGoldenCoversEveryPreset(t *testing.T) {
+	logs, err := filepath.Glob(filepath.Join(logsDir, "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := presetParser(t, time.UTC, presetNames...)
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			p.Parse(line, goldenArrival)
+		}
+	}
+	for _, f := range p.Stats() {
+		if f.Events == 0 {
+			t.Errorf("preset %s gives no event in %s/*.log", f.Name, logsDir)
+		}
+		for _, pat := range f.Patterns {
+			if pat.Matches == 0 {
+				t.Errorf("pattern %s/%s matches no line of %s/*.log", f.Name, pat.Name, logsDir)
+			}
+		}
+	}
+}
