@@ -10,7 +10,10 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/mailban/mailban/agent/config"
@@ -30,7 +33,11 @@ type ReplayOptions struct {
 	Formats []string // restrict to these formats; empty: every format the config knows
 	// JSON writes one object per event and decision, in input order, to Out.
 	JSON bool
-	Out  io.Writer
+	// Explain writes to Out, for every line a pattern matched, which pattern
+	// of which format matched, what it captured and what came of it (a JSON
+	// object per line with JSON, else a line of text).
+	Explain bool
+	Out     io.Writer
 	// Now is the reference for lines that carry no year or no time at all.
 	Now time.Time
 	// HostAddresses, when the config allowlists them; nil asks the kernel.
@@ -130,6 +137,21 @@ type eventJSON struct {
 	File     string `json:"file,omitempty"`
 }
 
+// explainJSON is one explained line: every pattern that matched it.
+type explainJSON struct {
+	Line    int         `json:"line"`
+	Explain []matchJSON `json:"explain"`
+	File    string      `json:"file,omitempty"`
+}
+
+type matchJSON struct {
+	Format   string            `json:"format"`
+	Pattern  string            `json:"pattern"`
+	Kind     string            `json:"kind"`
+	Captures map[string]string `json:"captures"`
+	Result   string            `json:"result"`
+}
+
 type decisionJSON struct {
 	Decision  string `json:"decision"`
 	IP        string `json:"ip,omitempty"`
@@ -178,7 +200,18 @@ func (r *replayer) replay(ctx context.Context, in ReplayInput) error {
 		// The parser does not keep the line (its Event holds copies), so the
 		// reader's buffer can be lent to it without a copy per line: this is
 		// what lets a replay read millions of lines a second.
-		ev, ok := r.parser.Parse(unsafe.String(unsafe.SliceData(b), len(b)), r.opt.Now)
+		line := unsafe.String(unsafe.SliceData(b), len(b))
+		var ev parsers.Event
+		var ok bool
+		if r.opt.Explain {
+			x := r.parser.Explain(line, r.opt.Now)
+			if err := r.explain(n, file, &x); err != nil {
+				return err
+			}
+			ev, ok = x.Event, x.OK
+		} else {
+			ev, ok = r.parser.Parse(line, r.opt.Now)
+		}
 		if ok {
 			if err := r.event(n, file, &ev); err != nil {
 				return err
@@ -191,6 +224,47 @@ func (r *replayer) replay(ctx context.Context, in ReplayInput) error {
 			return fmt.Errorf("read %s: %w", in.Name, err)
 		}
 	}
+}
+
+// explain writes what the formats made of a line that a pattern matched.
+func (r *replayer) explain(line int, file string, x *parsers.Explanation) error {
+	if len(x.Matches) == 0 {
+		return nil
+	}
+	var err error
+	if r.opt.JSON {
+		out := explainJSON{Line: line, File: file, Explain: make([]matchJSON, len(x.Matches))}
+		for i, m := range x.Matches {
+			caps := make(map[string]string, len(m.Captures))
+			for _, c := range m.Captures {
+				caps[c.Name] = c.Value
+			}
+			out.Explain[i] = matchJSON{Format: m.Format, Pattern: m.Pattern, Kind: m.Kind, Captures: caps, Result: m.Result}
+		}
+		err = r.enc.Encode(out)
+	} else {
+		where := strconv.Itoa(line)
+		if file != "" {
+			where = file + ":" + where
+		}
+		var b strings.Builder
+		for _, m := range x.Matches {
+			fmt.Fprintf(&b, "%s: %s/%s (%s)", where, m.Format, m.Pattern, m.Kind)
+			for _, c := range m.Captures {
+				v := c.Value
+				if v == "" || strings.ContainsAny(v, " \t\"=") || !utf8.ValidString(v) {
+					v = strconv.Quote(v)
+				}
+				fmt.Fprintf(&b, " %s=%s", c.Name, v)
+			}
+			fmt.Fprintf(&b, ": %s\n", m.Result)
+		}
+		_, err = io.WriteString(r.opt.Out, b.String())
+	}
+	if err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
 }
 
 func trimEOL(b []byte) []byte {

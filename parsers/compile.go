@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // The capture groups a pattern's regex may use. Others (a `reason`, say) are
@@ -15,7 +17,12 @@ const (
 	captureLogin    = "login"
 	captureAttempts = "attempts"
 	captureService  = "service"
+	captureTime     = "time"
+	captureSession  = "session"
 )
+
+// knownCaptures are the capture names with a meaning, for the case check.
+var knownCaptures = [...]string{captureIP, captureLogin, captureAttempts, captureService, captureTime, captureSession}
 
 // MaxAttempts bounds what one line can report: a larger `attempts` capture is
 // cut to it, so that a garbled number cannot flood the counters.
@@ -29,26 +36,57 @@ type format struct {
 	plain    bool // reads lines without a syslog header
 	programs []glob
 	patterns []*pattern
+	layouts  []string      // Go layouts for `time` captures
+	sessions *sessionTable // attempts counted per session; nil when no pattern has a session rule
 
 	lines    atomic.Uint64 // lines offered
 	matched  atomic.Uint64 // lines a pattern's regex matched
 	events   atomic.Uint64 // events produced
-	ignored  atomic.Uint64 // matches vetoed by ignore-if
+	ignored  atomic.Uint64 // matches vetoed by ignore-if, or by a pattern of kind ignore
 	unusable atomic.Uint64 // matches whose ip capture is no address
+	repeats  atomic.Uint64 // session summaries whose attempts were all counted already
+	twice    atomic.Uint64 // plain lines it was not offered as plain, having read them as syslog
 }
 
 // pattern is one compiled PatternSpec.
 type pattern struct {
 	name     string
-	kind     Kind
+	kind     Kind // KindUnknown with ignore
+	ignore   bool // kind: ignore: a match ends the format's search without an event
+	session  sessionRule
 	contains []string
+	prefix   string // the literal the regex is anchored to (^...): checked before contains
+	last     string // address-after-last
 	ignoreIf []string
 	re       *regexp.Regexp
 	// Submatch numbers of the known captures; -1 when the regex has none.
-	ip, login, attempts, service int
+	ip, login, attempts, service, time, sess int
+	lit                                      int // index of contains[0] in the parser's plain index; -1: none
 
-	events atomic.Uint64
+	matches atomic.Uint64
+	events  atomic.Uint64
 }
+
+// sessionRule says how a pattern's lines share attempts with other lines of
+// the same session (see sessions.go).
+type sessionRule uint8
+
+const (
+	sessionNone    sessionRule = iota
+	sessionAttempt             // one attempt of the session
+	sessionSummary             // the session's attempts; count those not yet counted
+)
+
+// kindName is how a pattern's kind is written in YAML.
+func (p *pattern) kindName() string {
+	if p.ignore {
+		return patternIgnore
+	}
+	return p.kind.String()
+}
+
+// patternIgnore is the pattern kind of known lines that are not counted.
+const patternIgnore = "ignore"
 
 // glob is a program pattern split at its stars: ["postfix", "/smtpd"] for
 // "postfix*/smtpd"; a single part means an exact name.
@@ -129,6 +167,14 @@ func compileFormat(s *FormatSpec) (*format, error) {
 		f.service = svc
 	}
 
+	for i, l := range s.TimeLayouts {
+		if !validLayout(l) {
+			bad(s.pos.of("time-layouts"), fmt.Sprintf("time-layouts[%d]", i),
+				"%q is not a Go time layout with a date and a time of day (write the reference time, Mon Jan 2 15:04:05 MST 2006, as your log does)", l)
+		}
+	}
+	f.layouts = s.TimeLayouts
+
 	if len(s.Patterns) == 0 {
 		bad(s.pos.of("patterns"), "patterns", "a format needs at least one pattern")
 	}
@@ -145,6 +191,9 @@ func compileFormat(s *FormatSpec) (*format, error) {
 		}
 		names[p.name] = i
 		f.patterns = append(f.patterns, p)
+		if p.session != sessionNone && f.sessions == nil {
+			f.sessions = newSessionTable(maxSessions)
+		}
 	}
 
 	if len(errs) > 0 {
@@ -161,7 +210,7 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		line, path := at(key)
 		errs = append(errs, s.errorf(line, path, format, args...))
 	}
-	p := &pattern{name: ps.Name, ip: -1, login: -1, attempts: -1, service: -1}
+	p := &pattern{name: ps.Name, ip: -1, login: -1, attempts: -1, service: -1, time: -1, sess: -1, lit: -1}
 
 	switch {
 	case ps.Name == "":
@@ -174,12 +223,28 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		bad("name", "%q: use lower-case letters, digits, '-', '_' and '.'", ps.Name)
 	}
 
-	if ps.Kind == "" {
-		bad("kind", "missing kind (auth_failure or auth_success)")
-	} else if k, err := ParseKind(ps.Kind); err != nil {
-		bad("kind", "%v", err)
-	} else {
+	switch k, err := ParseKind(ps.Kind); {
+	case ps.Kind == "":
+		bad("kind", "missing kind (auth_failure, auth_success, abuse or ignore)")
+	case ps.Kind == patternIgnore:
+		p.ignore = true
+	case err != nil:
+		bad("kind", "unknown kind %q (want auth_failure, auth_success, abuse or ignore)", ps.Kind)
+	default:
 		p.kind = k
+	}
+
+	switch ps.Session {
+	case "":
+	case "attempt":
+		p.session = sessionAttempt
+	case "summary":
+		p.session = sessionSummary
+	default:
+		bad("session", "unknown session rule %q (want attempt or summary)", ps.Session)
+	}
+	if p.session != sessionNone && ps.Kind != "" && p.kind != AuthFailure {
+		bad("session", "only auth_failure patterns share attempts across a session")
 	}
 
 	if len(ps.Contains) == 0 {
@@ -197,6 +262,7 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		}
 	}
 	p.ignoreIf = ps.IgnoreIf
+	p.last = ps.AddressAfterLast
 
 	if ps.Regex == "" {
 		bad("regex", "missing regex")
@@ -208,6 +274,7 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		return nil, errs
 	}
 	p.re = re
+	p.prefix = anchoredPrefix(ps.Regex)
 	for n, name := range re.SubexpNames() {
 		if name == "" {
 			continue
@@ -222,8 +289,12 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 			slot = &p.attempts
 		case captureService:
 			slot = &p.service
+		case captureTime:
+			slot = &p.time
+		case captureSession:
+			slot = &p.sess
 		default:
-			for _, known := range []string{captureIP, captureLogin, captureAttempts, captureService} {
+			for _, known := range knownCaptures {
 				if strings.EqualFold(name, known) {
 					bad("regex", "capture group %q: did you mean %q? (names are case-sensitive)", name, known)
 				}
@@ -236,16 +307,53 @@ func compilePattern(s *FormatSpec, i int) (*pattern, []error) {
 		}
 		*slot = n
 	}
-	if p.ip < 0 {
+	if p.ip < 0 && !p.ignore {
 		bad("regex", "missing capture group ip")
 	}
-	if p.attempts >= 0 && p.kind == AuthSuccess {
-		bad("regex", "an auth_success pattern cannot capture attempts")
+	if p.attempts >= 0 && p.kind != AuthFailure && !p.ignore {
+		bad("regex", "only an auth_failure pattern can capture attempts")
+	}
+	switch {
+	case p.session == sessionAttempt && p.sess < 0:
+		bad("regex", "a pattern with session: attempt needs a capture group session")
+	case p.session == sessionNone && p.sess >= 0 && !p.ignore:
+		bad("session", "the regex captures a session: say how its lines count (session: attempt or summary)")
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return p, nil
+}
+
+// anchoredPrefix returns the literal text that a regex anchored with ^
+// requires at the start of the message: checking it costs less than a
+// substring search. "" when there is none.
+func anchoredPrefix(expr string) string {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return ""
+	}
+	re = re.Simplify()
+	if re.Op != syntax.OpConcat || len(re.Sub) < 2 || re.Sub[0].Op != syntax.OpBeginText {
+		return ""
+	}
+	var b strings.Builder
+	for _, sub := range re.Sub[1:] {
+		if sub.Op != syntax.OpLiteral || sub.Flags&syntax.FoldCase != 0 {
+			break
+		}
+		b.WriteString(string(sub.Rune))
+	}
+	return b.String()
+}
+
+// validLayout accepts a Go time layout that has a day, a month and an hour,
+// and reads back what it writes.
+func validLayout(l string) bool {
+	ref := time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC)
+	out := ref.Format(l)
+	t, err := time.Parse(l, out)
+	return err == nil && t.Day() == 2 && t.Month() == 1 && (t.Hour() == 15 || t.Hour() == 3)
 }
 
 // validName accepts what can safely be a metric label value and a file name.

@@ -18,9 +18,14 @@ const (
 	AuthFailure
 	// AuthSuccess is a successful login.
 	AuthSuccess
+	// Abuse is a client the server refused for what it did or is, other than
+	// a wrong password: relaying, unknown recipients, spam, a block list,
+	// protocol violations, the server's own ban. Rules count it only where
+	// they are told to; it is never counted as a password failure.
+	Abuse
 )
 
-var kindNames = [...]string{KindUnknown: "unknown", AuthFailure: "auth_failure", AuthSuccess: "auth_success"}
+var kindNames = [...]string{KindUnknown: "unknown", AuthFailure: "auth_failure", AuthSuccess: "auth_success", Abuse: "abuse"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -36,7 +41,7 @@ func ParseKind(s string) (Kind, error) {
 			return Kind(k), nil
 		}
 	}
-	return KindUnknown, fmt.Errorf("unknown event kind %q (want auth_failure or auth_success)", s)
+	return KindUnknown, fmt.Errorf("unknown event kind %q (want auth_failure, auth_success or abuse)", s)
 }
 
 // MarshalText writes the kind's name, as JSON output and YAML formats spell it.
@@ -59,19 +64,21 @@ const (
 )
 
 // ParseService maps the many spellings servers log (imap-login, pop3s,
-// submission, sieve, https, …) onto a Service. The second result is false
+// submission, sieve, https, and daemon names such as imapd, ipop3d,
+// timsieved or courieresmtpd, …) onto a Service. The second result is false
 // when the word names no service mailban knows.
 func ParseService(s string) (Service, bool) {
 	w := strings.ToLower(strings.TrimSpace(s))
 	w = strings.TrimSuffix(w, "-login")
+	w = strings.TrimSuffix(w, "-ssl")
 	switch w {
-	case "smtp", "smtps", "submission", "submissions", "esmtp", "smtpd", "lmtp":
+	case "smtp", "smtps", "submission", "submissions", "esmtp", "smtpd", "lmtp", "courieresmtpd", "sm-mta", "sendmail":
 		return ServiceSMTP, true
-	case "imap", "imaps", "imaptls", "imap4":
+	case "imap", "imaps", "imaptls", "imap4", "imap4s", "imapd", "courierimaplogin":
 		return ServiceIMAP, true
-	case "pop3", "pop3s", "pop", "pops":
+	case "pop3", "pop3s", "pop", "pops", "pop3d", "ipop3d", "courierpop3login", "solid-pop3d":
 		return ServicePOP3, true
-	case "managesieve", "sieve":
+	case "managesieve", "sieve", "timsieved":
 		return ServiceManageSieve, true
 	case "jmap":
 		return ServiceJMAP, true
@@ -87,7 +94,7 @@ type Event struct {
 	Kind     Kind       // AuthFailure or AuthSuccess
 	Service  Service    // ServiceUnknown when neither the line nor the format says
 	Addr     netip.Addr // the client, unmapped (an IPv4-mapped IPv6 address becomes IPv4), no zone
-	Login    string     // normalised with NormalizeLogin; empty when the line names none
+	Login    string     // normalised with NormalizeLogin; empty when the line names none; may share Evidence's memory
 	Attempts int        // failed attempts this line reports (Dovecot: "auth failed, 3 attempts"); ≥ 1
 	Format   string     // the name of the format that matched
 	Evidence string     // the line as read; owned by the Event, not a view of a reused buffer
@@ -102,6 +109,12 @@ const MaxLoginLen = 256
 // the same, so alice and Alice are one account), invalid UTF-8 replaced, and
 // cut to MaxLoginLen bytes on a character boundary. The result never aliases s.
 func NormalizeLogin(s string) string {
+	return strings.Clone(normalizeLogin(s))
+}
+
+// normalizeLogin is NormalizeLogin without the copy: it returns s, or a part
+// of it, when nothing needs changing.
+func normalizeLogin(s string) string {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return ""
@@ -115,5 +128,5 @@ func NormalizeLogin(s string) string {
 		}
 		s = s[:cut]
 	}
-	return strings.Clone(s)
+	return s
 }

@@ -54,8 +54,8 @@ func presetParser(t testing.TB, loc *time.Location, names ...string) *Parser {
 	return p
 }
 
-// TestGolden parses every testdata/logs/*.log with the postfix and dovecot
-// presets and compares the events with the .golden file next to it.
+// TestGolden parses every testdata/logs/*.log with every preset, as a source
+// does by default, and compares the events with the .golden file next to it.
 func TestGolden(t *testing.T) {
 	logs, err := filepath.Glob(filepath.Join(logsDir, "*.log"))
 	if err != nil || len(logs) == 0 {
@@ -64,7 +64,7 @@ func TestGolden(t *testing.T) {
 	for _, path := range logs {
 		name := strings.TrimSuffix(filepath.Base(path), ".log")
 		t.Run(name, func(t *testing.T) {
-			p := presetParser(t, time.UTC, "postfix", "dovecot")
+			p := presetParser(t, time.UTC, presetNames...)
 			data, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
@@ -159,5 +159,35 @@ func TestInjectionNeverFrames(t *testing.T) {
 	}
 	if events < 20 {
 		t.Errorf("only %d events from injection.log", events)
+	}
+}
+
+// Every preset has golden lines: every pattern of every preset matches some
+// line of testdata/logs/*.log, and every preset gives events in the .golden
+// files.
+func TestGoldenCoversEveryPreset(t *testing.T) {
+	logs, err := filepath.Glob(filepath.Join(logsDir, "*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := presetParser(t, time.UTC, presetNames...)
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			p.Parse(line, goldenArrival)
+		}
+	}
+	for _, f := range p.Stats() {
+		if f.Events == 0 {
+			t.Errorf("preset %s gives no event in %s/*.log", f.Name, logsDir)
+		}
+		for _, pat := range f.Patterns {
+			if pat.Matches == 0 {
+				t.Errorf("pattern %s/%s matches no line of %s/*.log", f.Name, pat.Name, logsDir)
+			}
+		}
 	}
 }

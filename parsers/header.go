@@ -40,8 +40,36 @@ func splitLine(line string) head {
 		}
 		h.rest = line[n:]
 	}
-	h.program, h.message, h.hostless, h.syslog = splitSyslog(h.rest)
+	rest := h.rest
+	if n := priorityLen(rest); n > 0 && h.stamp != "" {
+		// BSD syslogd's print_facility: "Jun 17 14:37:39 <mail.info> host prog[1]: ...".
+		rest = rest[n:]
+	}
+	h.program, h.message, h.hostless, h.syslog = splitSyslog(rest)
 	return h
+}
+
+// priorityLen measures a "<facility.level> " word, as BSD syslogd writes it
+// after the time; 0 when s does not start with one.
+func priorityLen(s string) int {
+	if len(s) < 5 || s[0] != '<' {
+		return 0
+	}
+	dot := false
+	for i := 1; i < len(s) && i < 24; i++ {
+		switch c := s[i]; {
+		case c == '>':
+			if !dot || i == 1 || i+1 >= len(s) || s[i+1] != ' ' {
+				return 0
+			}
+			return i + 2
+		case c == '.':
+			dot = true
+		case !isLower(c) && !isDigit(c):
+			return 0
+		}
+	}
+	return 0
 }
 
 // splitSyslog splits `host program[pid]: message`. A first word that ends in

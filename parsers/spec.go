@@ -25,6 +25,9 @@ type FormatSpec struct {
 	Programs    []string      `yaml:"programs,omitempty"` // syslog program tags; * matches any run of characters
 	Service     string        `yaml:"service,omitempty"`  // default service; a `service` capture overrides it
 	Patterns    []PatternSpec `yaml:"patterns"`
+	// Go time layouts ("02/Jan/2006 15:04:05") tried on a pattern's `time`
+	// capture when it has none of the shapes a line's header may have.
+	TimeLayouts []string `yaml:"time-layouts,omitempty"`
 
 	// Origin names where the spec was read from (a file name) in error
 	// messages. ParseFormats sets it; whoever decodes a FormatSpec from a
@@ -37,10 +40,15 @@ type FormatSpec struct {
 // PatternSpec is one kind of line a format recognises.
 type PatternSpec struct {
 	Name     string   `yaml:"name"`
-	Kind     string   `yaml:"kind"`     // auth_failure or auth_success
+	Kind     string   `yaml:"kind"`     // auth_failure, auth_success, abuse, or ignore (a known line not to count)
 	Contains []string `yaml:"contains"` // literals that must all occur before the regex runs
-	Regex    string   `yaml:"regex"`    // RE2, applied to the message; captures ip (required), login, attempts, service
+	Regex    string   `yaml:"regex"`    // RE2, applied to the message; captures ip (required), login, attempts, service, time, session
 	IgnoreIf []string `yaml:"ignore-if,omitempty"`
+	// attempt or summary: how lines that share one session's attempts count.
+	Session string `yaml:"session,omitempty"`
+	// The ip capture must directly follow the last occurrence of this
+	// literal in the message (only the server writes after it).
+	AddressAfterLast string `yaml:"address-after-last,omitempty"`
 
 	pos positions
 }
@@ -90,7 +98,7 @@ func (p positions) of(key string) int {
 // knows, whatever decoder options the caller used.
 func (s *FormatSpec) UnmarshalYAML(n *yaml.Node) error {
 	type plain FormatSpec // the same fields without this method
-	pos, errs := checkKeys(n, "format", "name", "description", "header", "programs", "service", "patterns")
+	pos, errs := checkKeys(n, "format", "name", "description", "header", "programs", "service", "time-layouts", "patterns")
 	if err := n.Decode((*plain)(s)); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
@@ -108,7 +116,7 @@ func (s *FormatSpec) UnmarshalYAML(n *yaml.Node) error {
 // UnmarshalYAML decodes a pattern strictly, like FormatSpec.UnmarshalYAML.
 func (p *PatternSpec) UnmarshalYAML(n *yaml.Node) error {
 	type plain PatternSpec
-	pos, errs := checkKeys(n, "pattern", "name", "kind", "contains", "regex", "ignore-if")
+	pos, errs := checkKeys(n, "pattern", "name", "kind", "contains", "regex", "ignore-if", "session", "address-after-last")
 	if err := n.Decode((*plain)(p)); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {

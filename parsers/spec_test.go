@@ -27,13 +27,13 @@ func TestParseFormatsErrors(t *testing.T) {
 			name: "unknown key in a pattern",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: fail\n    kind: auth_failure\n    contains: [bad]\n    regexp: '^(?P<ip>x)$'\n",
 			want: []string{
-				`demo.yaml:7: unknown key "regexp" in pattern (known: name, kind, contains, regex, ignore-if)`,
+				`demo.yaml:7: unknown key "regexp" in pattern (known: name, kind, contains, regex, ignore-if, session, address-after-last)`,
 			},
 		},
 		{
 			name: "unknown key in a format",
 			yaml: "name: demo\nprogram: [demo]\nprograms: [demo]\npatterns:\n  - {name: fail, kind: auth_failure, contains: [x], regex: '(?P<ip>x)'}\n",
-			want: []string{`demo.yaml:2: unknown key "program" in format (known: name, description, header, programs, service, patterns)`},
+			want: []string{`demo.yaml:2: unknown key "program" in format (known: name, description, header, programs, service, time-layouts, patterns)`},
 		},
 		{
 			name: "missing ip capture",
@@ -57,14 +57,14 @@ func TestParseFormatsErrors(t *testing.T) {
 		{
 			name: "bad kind",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: a\n    kind: auth_fail\n    contains: [x]\n    regex: '(?P<ip>x)'\n",
-			want: []string{`demo.yaml:5: patterns[0].kind: unknown event kind "auth_fail" (want auth_failure or auth_success)`},
+			want: []string{`demo.yaml:5: patterns[0].kind: unknown kind "auth_fail" (want auth_failure, auth_success, abuse or ignore)`},
 		},
 		{
 			name: "missing kind, contains and name",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - regex: '(?P<ip>x)'\n",
 			want: []string{
 				`demo.yaml:4: patterns[0]: every pattern needs a name`,
-				`demo.yaml:4: patterns[0].kind: missing kind (auth_failure or auth_success)`,
+				`demo.yaml:4: patterns[0].kind: missing kind (auth_failure, auth_success, abuse or ignore)`,
 				`demo.yaml:4: patterns[0].contains: give at least one literal the line must contain: it is what keeps other lines away from the regex`,
 			},
 		},
@@ -116,7 +116,29 @@ func TestParseFormatsErrors(t *testing.T) {
 		{
 			name: "attempts on a success",
 			yaml: "name: demo\nprograms: [demo]\npatterns:\n  - name: a\n    kind: auth_success\n    contains: [x]\n    regex: '(?P<ip>x) (?P<attempts>\\d+)'\n",
-			want: []string{`demo.yaml:7: patterns[0].regex: an auth_success pattern cannot capture attempts`},
+			want: []string{`demo.yaml:7: patterns[0].regex: only an auth_failure pattern can capture attempts`},
+		},
+		{
+			name: "session rules",
+			yaml: "name: demo\nprograms: [demo]\npatterns:\n" +
+				"  - {name: a, kind: auth_failure, session: attempt, contains: [x], regex: '(?P<ip>x)'}\n" +
+				"  - {name: b, kind: auth_success, session: summary, contains: [x], regex: '(?P<ip>x)'}\n" +
+				"  - {name: c, kind: auth_failure, contains: [x], regex: '(?P<ip>x)<(?P<session>y)>'}\n" +
+				"  - {name: d, kind: auth_failure, session: first, contains: [x], regex: '(?P<ip>x)'}\n",
+			want: []string{
+				`demo.yaml:4: patterns[0].regex: a pattern with session: attempt needs a capture group session`,
+				`demo.yaml:5: patterns[1].session: only auth_failure patterns share attempts across a session`,
+				`demo.yaml:6: patterns[2].session: the regex captures a session: say how its lines count (session: attempt or summary)`,
+				`demo.yaml:7: patterns[3].session: unknown session rule "first" (want attempt or summary)`,
+			},
+		},
+		{
+			name: "time layouts",
+			yaml: "name: demo\nheader: plain\ntime-layouts: ['02/Jan/2006 15:04:05', 'yesterday', '15:04:05']\npatterns:\n  - {name: a, kind: ignore, contains: [x], regex: 'x'}\n",
+			want: []string{
+				`demo.yaml:3: time-layouts[1]: "yesterday" is not a Go time layout with a date and a time of day (write the reference time, Mon Jan 2 15:04:05 MST 2006, as your log does)`,
+				`demo.yaml:3: time-layouts[2]: "15:04:05" is not a Go time layout with a date and a time of day (write the reference time, Mon Jan 2 15:04:05 MST 2006, as your log does)`,
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -206,7 +228,7 @@ func TestCompileErrors(t *testing.T) {
 	}{
 		{"nothing", nil, "compile formats: no formats given"},
 		{"twice", []FormatSpec{presets["postfix"], presets["postfix"]},
-			`presets/postfix.yaml:7: name: format "postfix" is given twice (first presets/postfix.yaml:7)`},
+			`presets/postfix.yaml:14: name: format "postfix" is given twice (first presets/postfix.yaml:14)`},
 		{"built in Go, no lines", []FormatSpec{built},
 			`format "built": programs[0]: "x y" is not a program tag (no spaces, brackets or colons; * is a wildcard)`},
 	}
@@ -220,12 +242,24 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
+// presetNames are the presets mailban promises: one for each of fail2ban's
+// 25 mail filters, of the same name, and Stalwart's.
+var presetNames = []string{
+	"assp", "courier-auth", "courier-smtp", "cyrus-imap", "domino-smtp", "dovecot", "exim", "exim-spam",
+	"groupoffice", "horde", "kerio", "openwebmail", "oracleims", "perdition", "postfix", "qmail",
+	"roundcube-auth", "sendmail-auth", "sendmail-reject", "sieve", "sogo-auth", "solid-pop3d",
+	"squirrelmail", "stalwart", "tine20", "uwimap-auth",
+}
+
 func TestPresets(t *testing.T) {
 	presets, err := Presets()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"postfix", "dovecot"} {
+	if len(presets) != len(presetNames) {
+		t.Errorf("%d presets, want %d", len(presets), len(presetNames))
+	}
+	for _, name := range presetNames {
 		s, ok := presets[name]
 		if !ok {
 			t.Fatalf("no preset %q", name)
@@ -237,8 +271,8 @@ func TestPresets(t *testing.T) {
 			t.Errorf("%s: Origin = %q, want %q", name, s.Origin, want)
 		}
 	}
-	if !strings.Contains(presets["dovecot"].Description, "not counted") {
-		t.Errorf("dovecot's description must state that auth-process lines are not counted")
+	if d := presets["dovecot"].Description; !strings.Contains(d, "session") || !strings.Contains(d, "not here") {
+		t.Errorf("dovecot's description must state how auth-process lines count")
 	}
 	// Callers get their own copy.
 	presets["postfix"] = FormatSpec{}

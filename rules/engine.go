@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,6 +222,7 @@ func (e *Engine) success(login string, addr netip.Addr, t int64) {
 	ls := e.logins[login]
 	if ls == nil {
 		ls = &loginState{}
+		login = strings.Clone(login) // an Event's Login may share the memory of its whole line
 		e.logins[login] = ls
 	}
 	ls.addSuccess(key, t)
@@ -255,7 +257,7 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 		switch {
 		case ls == nil:
 			ls = &loginState{}
-			e.logins[ev.Login] = ls
+			e.logins[strings.Clone(ev.Login)] = ls // an Event's Login may share the memory of its whole line
 			countLogin, loginRef = true, t
 		case haveAddr && ls.exempt(key, t, int64(e.cfg.SuccessMemory)):
 		case t < ls.lockedUntil:
@@ -462,6 +464,9 @@ func (e *Engine) lock(login string, ls *loginState, t, now int64, reason string,
 		return Decision{}, false
 	}
 	h := &hold{at: t, until: until, reason: reason, evidence: evidence}
+	if _, ok := e.locks[login]; !ok {
+		login = strings.Clone(login)
+	}
 	e.locks[login] = h
 	e.touchLogin(login, dirtyLock)
 	return lockDecision(login, h), true

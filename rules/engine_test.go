@@ -88,6 +88,24 @@ func TestFutureEventsAreClampedToNow(t *testing.T) {
 	}
 }
 
+// Kinds the rules do not count (abuse, and any a newer parser adds) are
+// ignored: no decision, nothing remembered.
+func TestUncountedKindsAreIgnored(t *testing.T) {
+	cfg := baseConfig()
+	cfg.IP = Threshold{Count: 1, Period: time.Minute}
+	e := newTestEngine(t, cfg, newFakeClock(t0))
+	for _, k := range []parsers.Kind{parsers.Abuse, parsers.KindUnknown, parsers.Kind(99)} {
+		ev := failure("203.0.113.7", "alice", t0, 3)
+		ev.Kind = k
+		if got := e.Observe(ev); len(got) != 0 {
+			t.Errorf("%v: decisions %v", k, summaries(got))
+		}
+	}
+	if st := e.Stats(); st.Addresses != 0 || st.Logins != 0 || st.Bans != 0 {
+		t.Errorf("Stats after uncounted events = %+v", st)
+	}
+}
+
 func TestEventWithoutTimeCountsNow(t *testing.T) {
 	cfg := baseConfig()
 	cfg.IP = Threshold{Count: 1, Period: time.Minute}

@@ -5,7 +5,7 @@
 //
 //	mailban run [--config FILE] [--fresh-state]
 //	mailban check-config [--config FILE]
-//	mailban test [--config FILE] [--format NAME[,NAME...]] [--json] FILE...
+//	mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] FILE...
 //	mailban version
 package main
 
@@ -82,9 +82,11 @@ Usage:
         run the daemon (SIGHUP reloads the configuration, SIGTERM stops)
   mailban check-config [--config FILE]
         check a configuration file and exit non-zero if it has errors
-  mailban test [--config FILE] [--format NAME[,NAME...]] [--json] FILE...
+  mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] FILE...
         replay log files (- for standard input) through formats and rules,
-        using the lines' own timestamps; --json prints events and decisions
+        using the lines' own timestamps; --json prints events and decisions,
+        --explain which pattern of which format matched each line and what
+        it captured
   mailban version
 
 The configuration defaults to /etc/mailban/mailban.yaml; examples/mailban.yaml

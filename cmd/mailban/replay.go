@@ -21,6 +21,7 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	path := fs.String("config", "", "configuration `file` (default: built-in defaults, every preset format)")
 	formats := fs.String("format", "", "comma-separated format `names` to use (default: every format)")
 	jsonOut := fs.Bool("json", false, "print one JSON object per event and decision")
+	explain := fs.Bool("explain", false, "for every line a pattern matched, print which pattern of which format matched, what it captured and what came of it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,33 +54,52 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		inputs = append(inputs, agent.ReplayInput{Name: name, R: f})
 	}
 	out := io.Discard
-	if *jsonOut {
+	if *jsonOut || *explain {
 		out = stdout
 	}
 	start := time.Now()
 	sum, err := agent.Replay(ctx, agent.ReplayOptions{
-		Config: cfg, Formats: names, JSON: *jsonOut, Out: out, Now: start,
+		Config: cfg, Formats: names, JSON: *jsonOut, Explain: *explain, Out: out, Now: start,
 	}, inputs)
 	if err != nil {
 		return err
 	}
 	if !*jsonOut {
-		printSummary(stdout, sum, time.Since(start))
+		if *explain {
+			fmt.Fprintln(stdout)
+		}
+		printSummary(stdout, sum, time.Since(start), *explain)
 	}
 	return nil
 }
 
-func printSummary(w io.Writer, s *agent.ReplaySummary, took time.Duration) {
+// printSummary writes what a replay counted: every format (with patterns,
+// when explaining), events, top addresses and logins, decisions.
+func printSummary(w io.Writer, s *agent.ReplaySummary, took time.Duration, patterns bool) {
 	rate := float64(s.Lines) / took.Seconds()
 	fmt.Fprintf(w, "%d lines in %s (%.0f lines/s)\n\n", s.Lines, took.Round(time.Millisecond), rate)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "format\tlines\tmatched\tevents\t")
 	for _, f := range s.Formats {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", f.Name, f.Lines, f.Matched, f.Events)
+		if !patterns {
+			continue
+		}
+		for _, p := range f.Patterns {
+			kind := p.Kind.String()
+			if p.Ignore {
+				kind = "ignore"
+			}
+			fmt.Fprintf(tw, "/%s (%s)\t\t%d\t%d\t\n", p.Name, kind, p.Matches, p.Events)
+		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nevents: %d failures (%d attempts), %d successes\n",
+	fmt.Fprintf(w, "\nevents: %d failures (%d attempts), %d successes",
 		s.Events[parsers.AuthFailure], s.Attempts[parsers.AuthFailure], s.Events[parsers.AuthSuccess])
+	if n := s.Events[parsers.Abuse]; n > 0 {
+		fmt.Fprintf(w, ", %d abuse (not counted by the rules)", n)
+	}
+	fmt.Fprintln(w)
 	printTop(w, "addresses", s.TopIPs)
 	printTop(w, "logins", s.TopLogins)
 
