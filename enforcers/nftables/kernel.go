@@ -3,6 +3,7 @@ package nftables
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"syscall"
@@ -72,6 +73,16 @@ func forceBuffers(c *netlink.Conn, size int) error {
 // the netlink socket that created it.
 const tableFlagOwner = 0x2
 
+// tableFlags are a table's flags. google/nftables v0.3.0 reads them in
+// host byte order where the kernel writes network order; the flags the
+// kernel knows (NFT_TABLE_F_MASK, 0x7) tell which happened.
+func tableFlags(t *nftables.Table) uint32 {
+	if f := t.Flags; f&^0x7 != 0 {
+		return bits.ReverseBytes32(f)
+	}
+	return t.Flags
+}
+
 // kernelState is what the kernel holds in our table.
 type kernelState struct {
 	table   *nftables.Table // nil: no table
@@ -97,7 +108,7 @@ func (e *Enforcer) readKernel(now time.Time) (*kernelState, error) {
 	if ks.table == nil {
 		return ks, nil
 	}
-	if ks.table.Flags&tableFlagOwner != 0 {
+	if tableFlags(ks.table)&tableFlagOwner != 0 {
 		return nil, ownedError(e.cfg.Table)
 	}
 	if ks.sets, err = e.conn.GetSets(ks.table); err != nil {

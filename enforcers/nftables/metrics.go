@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mailban_enforcer_resyncs_total", ConstLabels: labels,
-			Help: "Times the enforcer read its whole table from the kernel and made it match (at start, reload and after a failure).",
+			Help: "Attempts to read the whole table from the kernel and make it match (at start, at reload, and after a failure until one succeeds).",
 		}),
 		elements: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mailban_enforcer_set_entries", ConstLabels: labels,

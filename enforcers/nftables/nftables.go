@@ -278,6 +278,7 @@ func outermostOnly(rs []netip.Prefix) []netip.Prefix {
 // adopt takes what the kernel holds as decided, then the decisions given
 // since, for an enforcer used before it was told what is in force.
 func (e *Enforcer) adopt() error {
+	e.m.resyncs.Inc()
 	now := e.clock.Now()
 	ks, err := e.readKernel(now)
 	if err != nil {
@@ -309,6 +310,7 @@ func (e *Enforcer) adopt() error {
 // transactions as the socket allows. On failure the enforcer is stale and
 // the retry loop takes over.
 func (e *Enforcer) syncAll() error {
+	e.m.resyncs.Inc()
 	now := e.clock.Now()
 	ks, err := e.readKernel(now)
 	if err != nil {
@@ -326,7 +328,6 @@ func (e *Enforcer) syncAll() error {
 
 // syncFrom makes the kernel, as read into ks, match the view.
 func (e *Enforcer) syncFrom(ks *kernelState, now time.Time) error {
-	e.m.resyncs.Inc()
 	var cs [numSets]change
 	for id := range numSets {
 		cs[id] = e.views[id].planAll(ks.entries[id], now, reconcileTolerance)
