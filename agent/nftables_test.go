@@ -53,10 +53,12 @@ metrics: {listen: ""}
 	return cfg
 }
 
-// failureLine is a Postfix SASL failure from addr, stamped now.
+// failureLine is a Postfix SASL failure from addr, stamped now. Each
+// address tries a login of its own, so that no login gets locked (a lock
+// bans at the first failure).
 func failureLine(addr netip.Addr) string {
-	return fmt.Sprintf("%s mx postfix/smtpd[1]: warning: unknown[%s]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin\n",
-		time.Now().Format(time.RFC3339), addr)
+	return fmt.Sprintf("%s mx postfix/smtpd[1]: warning: unknown[%s]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=user-%s\n",
+		time.Now().Format(time.RFC3339), addr, addr)
 }
 
 func appendLines(t testing.TB, path string, lines ...string) {
