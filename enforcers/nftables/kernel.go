@@ -92,24 +92,35 @@ type kernelState struct {
 	entries [numSets][]entry
 }
 
-// readKernel reads our table: its sets, chains and the elements of the
-// sets it keeps.
-func (e *Enforcer) readKernel(now time.Time) (*kernelState, error) {
-	ks := &kernelState{}
+// findTable looks for our table; nil when there is none. A table another
+// program owns is an error: only that program may change it.
+func (e *Enforcer) findTable() (*nftables.Table, error) {
 	tables, err := e.conn.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == e.cfg.Table {
-			ks.table = t
+		if t.Name != e.cfg.Table {
+			continue
 		}
+		if tableFlags(t)&tableFlagOwner != 0 {
+			return nil, ownedError(e.cfg.Table)
+		}
+		return t, nil
+	}
+	return nil, nil
+}
+
+// readKernel reads our table: its sets, chains and the elements of the
+// sets it keeps.
+func (e *Enforcer) readKernel(now time.Time) (*kernelState, error) {
+	ks := &kernelState{}
+	var err error
+	if ks.table, err = e.findTable(); err != nil {
+		return nil, err
 	}
 	if ks.table == nil {
 		return ks, nil
-	}
-	if tableFlags(ks.table)&tableFlagOwner != 0 {
-		return nil, ownedError(e.cfg.Table)
 	}
 	if ks.sets, err = e.conn.GetSets(ks.table); err != nil {
 		return nil, fmt.Errorf("list sets: %w", err)

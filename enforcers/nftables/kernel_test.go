@@ -392,3 +392,45 @@ func TestNewInMissingNamespace(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 }
+
+// A table of our name that is not as we make it (an older mailban, a hand
+// edit) is repaired in one transaction: sets of the wrong kind are
+// replaced, strangers in the table removed, sets that are right keep
+// their elements.
+func TestRepairsTheTable(t *testing.T) {
+	h := newHarness(t, nil)
+	file := filepath.Join(t.TempDir(), "old.nft")
+	old := `table inet mailban {
+	set ban4 { type ipv4_addr; elements = { 203.0.113.66 } }
+	set block4 { type ipv4_addr; flags interval; elements = { 198.51.100.0/24 } }
+	set junk { type inet_service; elements = { 22 } }
+	chain helper { tcp dport @junk accept; }
+	chain input {
+		type filter hook input priority 0; policy accept;
+		ip saddr @ban4 drop
+		jump helper
+	}
+	chain output { type filter hook output priority 0; policy accept; }
+}
+`
+	if err := os.WriteFile(file, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.ns.MustExec(t, "nft", "-f", file)
+	e := h.start(h.config())
+	now := h.clock.Now()
+	h.reconcile(e, ban("203.0.113.7/32", now.Add(time.Hour)), block("198.51.100.0/24"))
+	tab := listTable(t, h.ns, "inet", "mailban")
+	if len(tab.Sets) != 4 || len(tab.Chains) != 1 || tab.Rules != 4 {
+		t.Errorf("sets %v, chains %v, %d rules; want our 4 sets, the input chain and its 4 rules", tab.Sets, tab.Chains, tab.Rules)
+	}
+	if got := tab.elems("ban4"); !slices.Equal(got, []string{"203.0.113.7 timeout 3600s"}) {
+		t.Errorf("ban4 holds %q", got)
+	}
+	if got := tab.elems("block4"); !slices.Equal(got, []string{"198.51.100.0/24"}) {
+		t.Errorf("block4 holds %q", got)
+	}
+	if got := tab.Chains["input"]; got.Prio != -10 {
+		t.Errorf("input chain %+v, want priority -10", got)
+	}
+}

@@ -103,7 +103,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Enforcer,
 	}
 	// The first netlink request shows whether nftables is there and ours
 	// to use: reading needs CAP_NET_ADMIN as writing does.
-	if _, err := e.readKernel(e.clock.Now()); err != nil {
+	if _, err := e.findTable(); err != nil {
 		e.closeFiles()
 		return nil, fmt.Errorf("nftables: %w", classify(err))
 	}
@@ -373,9 +373,12 @@ func (e *Enforcer) queueStructure(ks *kernelState) error {
 	l := e.layout
 	c := e.conn
 	c.AddTable(l.table)
-	present := map[string]bool{}
+	// Every rule goes before any chain or set does: rules refer to them.
 	for _, ch := range ks.chains {
 		c.FlushChain(ch)
+	}
+	present := map[string]bool{}
+	for _, ch := range ks.chains {
 		if l.wantedChain(ch) == nil {
 			c.DelChain(ch)
 			continue
