@@ -160,6 +160,32 @@ func TestNftablesEnforcerFromConfig(t *testing.T) {
 	}
 }
 
+// A reload with other chain settings changes the chains and keeps the bans.
+func TestNftablesReload(t *testing.T) {
+	ns := netnstest.New(t)
+	dir := t.TempDir()
+	a, err := New(nftablesConfig(t, dir, "    netns: "+ns.Path), Options{HostAddresses: noHostAddresses})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, a)
+	attacker := netip.MustParseAddr("203.0.113.9")
+	appendLines(t, filepath.Join(dir, "mail.log"), failureLine(attacker), failureLine(attacker), failureLine(attacker))
+	waitUntil(t, "203.0.113.9 in ban4", func() bool { return setHolds(t, ns, "ban4")[attacker] })
+
+	next := nftablesConfig(t, dir, "    netns: "+ns.Path+"\n    forward: true\n    priority: -200")
+	if err := a.Reload(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	out := ns.MustExec(t, "nft", "list", "chains", "inet")
+	if !strings.Contains(out, "chain forward") || !strings.Contains(out, "hook input priority -200") {
+		t.Errorf("chains after reload:\n%s", out)
+	}
+	if !setHolds(t, ns, "ban4")[attacker] {
+		t.Error("the ban is gone after the reload")
+	}
+}
+
 // When nftables cannot be used (here: its namespace does not exist),
 // mailban refuses to start unless the configuration says it may run on
 // without it; then everything else works.
