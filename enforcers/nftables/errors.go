@@ -26,13 +26,13 @@ func classify(err error) error {
 	case errors.Is(err, unix.EPERM), errors.Is(err, os.ErrPermission), errors.Is(err, unix.EACCES):
 		return fmt.Errorf("%w: mailban needs CAP_NET_ADMIN to manage its nftables table "+
 			"(run it as root, or grant the capability, e.g. AmbientCapabilities=CAP_NET_ADMIN "+
-			"and CapabilityBoundingSet=CAP_NET_ADMIN in its systemd unit): %v", ErrPermission, err)
+			"and CapabilityBoundingSet=CAP_NET_ADMIN in its systemd unit): %w", ErrPermission, err)
 	case errors.Is(err, unix.EPROTONOSUPPORT), errors.Is(err, unix.EAFNOSUPPORT),
 		errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EINVAL):
 		// A kernel without nfnetlink refuses the socket (EPROTONOSUPPORT);
 		// one without nf_tables refuses its messages (EINVAL, EOPNOTSUPP).
 		return fmt.Errorf("%w: load the module (modprobe nf_tables) or use a kernel built with "+
-			"CONFIG_NF_TABLES and CONFIG_NF_TABLES_INET: %v", ErrUnavailable, err)
+			"CONFIG_NF_TABLES and CONFIG_NF_TABLES_INET: %w", ErrUnavailable, err)
 	}
 	return err
 }

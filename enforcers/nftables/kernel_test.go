@@ -434,3 +434,23 @@ func TestRepairsTheTable(t *testing.T) {
 		t.Errorf("input chain %+v, want priority -10", got)
 	}
 }
+
+// An enforcer given decisions before it was told what is in force keeps
+// what the kernel holds and applies them on top.
+func TestApplyBeforeReconcileKeepsTheKernel(t *testing.T) {
+	h := newHarness(t, nil)
+	now := h.clock.Now()
+	first := h.start(h.config())
+	h.reconcile(first, ban("203.0.113.7/32", now.Add(time.Hour)), block("198.51.100.0/24"))
+	first.Close()
+
+	second := h.start(h.config())
+	h.apply(second, ban("203.0.113.8/32", now.Add(time.Hour)), unblock("198.51.100.0/24"))
+	tab := listTable(t, h.ns, "inet", "mailban")
+	if got, want := tab.elems("ban4"), []string{"203.0.113.7 timeout 3600s", "203.0.113.8 timeout 3600s"}; !slices.Equal(got, want) {
+		t.Errorf("ban4 holds %q, want %q", got, want)
+	}
+	if got := tab.elems("block4"); len(got) != 0 {
+		t.Errorf("block4 holds %q after the unblock", got)
+	}
+}

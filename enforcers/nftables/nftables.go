@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/mailban/mailban/rules"
 )
@@ -105,7 +106,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Enforcer,
 	// to use: reading needs CAP_NET_ADMIN as writing does.
 	if _, err := e.findTable(); err != nil {
 		e.closeFiles()
-		return nil, fmt.Errorf("nftables: %w", classify(err))
+		return nil, classify(err)
 	}
 	// The retry loop outlives any one call; Close ends it.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,7 +118,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Enforcer,
 func (e *Enforcer) connect(netns int) error {
 	c, budget, err := dial(netns)
 	if err != nil {
-		return fmt.Errorf("nftables: open netlink socket: %w", classify(err))
+		if netns > 0 && errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("enter network namespace %s (needs CAP_SYS_ADMIN): %w", e.cfg.NetNS, err)
+		}
+		return fmt.Errorf("open netlink socket: %w", classify(err))
 	}
 	e.conn, e.flushBudget = c, budget
 	return nil
