@@ -19,6 +19,7 @@ import (
 	"github.com/mailban/mailban/agent/source"
 	"github.com/mailban/mailban/agent/state"
 	"github.com/mailban/mailban/enforcers/dryrun"
+	"github.com/mailban/mailban/enforcers/nftables"
 	"github.com/mailban/mailban/parsers"
 	"github.com/mailban/mailban/rules"
 )
@@ -197,6 +198,19 @@ func (a *Agent) buildEnforcers(cfg *config.Config) ([]Enforcer, error) {
 	var out []Enforcer
 	if e := cfg.Enforcers.Log; e != nil {
 		out = append(out, dryrun.New(dryrun.Config{Evidence: e.Evidence}, a.log))
+	}
+	if n := cfg.Enforcers.Nftables; n != nil {
+		e, err := nftables.New(n.Enforcer(a.clock), a.log, a.reg)
+		switch {
+		case err == nil:
+			out = append(out, e)
+		case n.IsRequired():
+			a.closeEnforcers(out)
+			return nil, fmt.Errorf("start the nftables enforcer (enforcers.nftables.required: false runs mailban without it): %w", err)
+		default:
+			a.m.enforcerErrors.WithLabelValues("nftables").Inc()
+			a.log.Error("nftables enforcer not started; mailban runs without it (enforcers.nftables.required is false), a reload tries again", "error", err)
+		}
 	}
 	out = append(out, a.opt.Enforcers...)
 	if len(out) == 0 {

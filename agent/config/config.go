@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mailban/mailban/agent/source"
+	"github.com/mailban/mailban/enforcers/nftables"
 	"github.com/mailban/mailban/parsers"
 	"github.com/mailban/mailban/rules"
 )
@@ -114,6 +116,9 @@ type EnforcersConfig struct {
 	// Log writes each decision to mailban's log and changes nothing else:
 	// a dry run, and the default when no enforcer is configured.
 	Log *LogEnforcerConfig `yaml:"log"`
+	// Nftables drops the packets of banned and blocked addresses in the
+	// kernel, from a table of mailban's own.
+	Nftables *NftablesEnforcerConfig `yaml:"nftables"`
 }
 
 // LogEnforcerConfig configures the log enforcer.
@@ -121,6 +126,53 @@ type LogEnforcerConfig struct {
 	// Evidence also logs the evidence lines of each decision.
 	Evidence bool `yaml:"evidence"`
 }
+
+// NftablesEnforcerConfig configures the nftables enforcer. Pointers are
+// for keys whose default is not their zero value.
+type NftablesEnforcerConfig struct {
+	// Table is the inet table mailban creates and owns; it never touches
+	// any other table.
+	Table string `yaml:"table"`
+	// Priority of the input (and forward) chain; default -10, before the
+	// usual filter chains at 0.
+	Priority *int32 `yaml:"priority"`
+	// Forward also drops in the forward hook (mail servers in containers).
+	Forward bool `yaml:"forward"`
+	// MailPortsOnly limits the drop to TCP to MailPorts.
+	MailPortsOnly bool  `yaml:"mail-ports-only"`
+	MailPorts     []int `yaml:"mail-ports"`
+	// NetNS is a network namespace to enforce in (a path); "" is mailban's.
+	NetNS string `yaml:"netns"`
+	// Required makes mailban refuse to start (or reload) when nftables
+	// cannot be used; default true. With false it runs on without it.
+	Required *bool `yaml:"required"`
+}
+
+// Enforcer gives the nftables enforcer its settings, defaults filled in;
+// clock is the rules' clock (nil: the wall clock).
+func (n *NftablesEnforcerConfig) Enforcer(clock rules.Clock) nftables.Config {
+	cfg := nftables.DefaultConfig()
+	if n.Table != "" {
+		cfg.Table = n.Table
+	}
+	if n.Priority != nil {
+		cfg.Priority = *n.Priority
+	}
+	cfg.Forward = n.Forward
+	cfg.MailPortsOnly = n.MailPortsOnly
+	if len(n.MailPorts) > 0 {
+		cfg.MailPorts = make([]uint16, len(n.MailPorts))
+		for i, p := range n.MailPorts {
+			cfg.MailPorts[i] = uint16(p)
+		}
+	}
+	cfg.NetNS = n.NetNS
+	cfg.Clock = clock
+	return cfg
+}
+
+// IsRequired says whether mailban must stop when nftables is unusable.
+func (n *NftablesEnforcerConfig) IsRequired() bool { return n.Required == nil || *n.Required }
 
 // MetricsConfig is about the Prometheus endpoint.
 type MetricsConfig struct {
@@ -367,6 +419,22 @@ func (c *Config) check() Errors {
 			s.Timezone.Location = time.Local
 		}
 	}
+	if n := c.Enforcers.Nftables; n != nil {
+		if n.Table != "" && !tableName.MatchString(n.Table) {
+			bad("enforcers.nftables.table", "%q is not a table name (a letter, then letters, digits or _; at most 64)", n.Table)
+		}
+		for i, p := range n.MailPorts {
+			if p < 1 || p > 65535 {
+				bad(fmt.Sprintf("enforcers.nftables.mail-ports[%d]", i), "%d is not a port (1 to 65535)", p)
+			}
+		}
+		if n.MailPortsOnly && n.MailPorts != nil && len(n.MailPorts) == 0 {
+			bad("enforcers.nftables.mail-ports", "mail-ports-only with no ports would refuse nothing; list the ports or leave the key out for the defaults")
+		}
+		if n.NetNS != "" && !filepath.IsAbs(n.NetNS) {
+			bad("enforcers.nftables.netns", "%q is not an absolute path (e.g. /run/netns/mail or /proc/PID/ns/net)", n.NetNS)
+		}
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9847): %v", c.Metrics.Listen, err)
@@ -413,6 +481,10 @@ func sortedKeys(m map[string]bool) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// tableName is what mailban accepts as an nftables table name: one that
+// nft takes unquoted.
+var tableName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
 
 // loopbackNetworks are allowlisted by default: mail servers talk to
 // themselves (webmail, content filters) and must never ban themselves.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -135,6 +136,23 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 			name: "block overlapping the allowlist",
 			yaml: "allowlist:\n  networks: [192.0.2.0/26]\nblocked-networks:\n  - 198.51.100.0/24\n  - 192.0.2.0/24\n",
 			want: `t.yaml:5: blocked-networks[1]: 192.0.2.0/24 overlaps the allowlisted 192.0.2.0/26: allowlisted addresses are never refused, so this block would be half a block`,
+		},
+		{
+			name: "nftables: bad table name, port and namespace",
+			yaml: "enforcers:\n  nftables:\n    table: \"mail ban\"\n    mail-ports: [25, 70000]\n    netns: run/netns/mail\n",
+			want: "t.yaml:3: enforcers.nftables.table: \"mail ban\" is not a table name (a letter, then letters, digits or _; at most 64)\n" +
+				"t.yaml:4: enforcers.nftables.mail-ports[1]: 70000 is not a port (1 to 65535)\n" +
+				"t.yaml:5: enforcers.nftables.netns: \"run/netns/mail\" is not an absolute path (e.g. /run/netns/mail or /proc/PID/ns/net)",
+		},
+		{
+			name: "nftables: mail ports only, with none",
+			yaml: "enforcers:\n  nftables:\n    mail-ports-only: true\n    mail-ports: []\n",
+			want: `t.yaml:4: enforcers.nftables.mail-ports: mail-ports-only with no ports would refuse nothing; list the ports or leave the key out for the defaults`,
+		},
+		{
+			name: "nftables: unknown key",
+			yaml: "enforcers:\n  nftables:\n    prio: 5\n",
+			want: `t.yaml:3: enforcers.nftables.prio: unknown key (check its spelling and indentation)`,
 		},
 		{
 			name: "bad time zone",
@@ -273,6 +291,30 @@ func TestFullExampleMentionsEveryKey(t *testing.T) {
 	for _, key := range yamlKeys(Config{}) {
 		if !strings.Contains(text, key+":") {
 			t.Errorf("examples/mailban.yaml does not mention %q", key)
+		}
+	}
+}
+
+func TestNftablesDefaults(t *testing.T) {
+	cases := []struct {
+		yaml     string
+		want     string
+		required bool
+	}{
+		{"enforcers:\n  nftables: {}\n", "table=mailban priority=-10 forward=false ports-only=false ports=[25 465 587 110 995 143 993 4190 443] netns=", true},
+		{"enforcers:\n  nftables:\n    table: mb2\n    priority: 0\n    forward: true\n    mail-ports-only: true\n    mail-ports: [25, 587]\n    netns: /run/netns/mail\n    required: false\n",
+			"table=mb2 priority=0 forward=true ports-only=true ports=[25 587] netns=/run/netns/mail", false},
+	}
+	for _, tc := range cases {
+		cfg, err := Parse([]byte(tc.yaml), "t.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := cfg.Enforcers.Nftables
+		e := n.Enforcer(nil)
+		got := fmt.Sprintf("table=%s priority=%d forward=%v ports-only=%v ports=%v netns=%s", e.Table, e.Priority, e.Forward, e.MailPortsOnly, e.MailPorts, e.NetNS)
+		if got != tc.want || n.IsRequired() != tc.required {
+			t.Errorf("%q:\n got %s required=%v\nwant %s required=%v", tc.yaml, got, n.IsRequired(), tc.want, tc.required)
 		}
 	}
 }

@@ -35,6 +35,8 @@ type daemon struct {
 	cmd  *exec.Cmd
 	logs chan map[string]any
 	done chan error
+	// early holds records passed over while waiting for start-up, in order.
+	early []map[string]any
 }
 
 func startDaemon(t *testing.T, bin, config string) *daemon {
@@ -66,7 +68,9 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 			_ = cmd.Process.Kill()
 		}
 	})
-	d.await("mailban running", nil)
+	// The metrics endpoint may say it listens before or after this:
+	// what is passed over here is kept for the next await.
+	_, d.early = d.await("mailban running", nil)
 	return d
 }
 
@@ -75,7 +79,15 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 // over are returned too, so callers can check nothing unexpected happened.
 func (d *daemon) await(msg string, want map[string]any) (map[string]any, []map[string]any) {
 	d.t.Helper()
-	var skipped []map[string]any
+	for i, rec := range d.early {
+		if rec["msg"] == msg && matches(rec, want) {
+			skipped := d.early[:i]
+			d.early = d.early[i+1:]
+			return rec, skipped
+		}
+	}
+	skipped := d.early
+	d.early = nil
 	deadline := time.After(20 * time.Second)
 	for {
 		select {

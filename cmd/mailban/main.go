@@ -6,6 +6,7 @@
 //	mailban run [--config FILE] [--fresh-state]
 //	mailban check-config [--config FILE]
 //	mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] FILE...
+//	mailban firewall remove [--config FILE]
 //	mailban version
 package main
 
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = checkConfig(rest, stdout, stderr)
 	case "test":
 		err = replay(ctx, rest, stdin, stdout, stderr)
+	case "firewall":
+		err = firewall(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mailban %s\n", version)
 	case "help", "-h", "--help":
@@ -87,6 +90,8 @@ Usage:
         using the lines' own timestamps; --json prints events and decisions,
         --explain which pattern of which format matched each line and what
         it captured
+  mailban firewall remove [--config FILE]
+        delete the nftables enforcer's table (inet mailban), and nothing else
   mailban version
 
 The configuration defaults to /etc/mailban/mailban.yaml; examples/mailban.yaml
