@@ -111,11 +111,21 @@ type Limits struct {
 // DefaultRepeatWindow is DovecotConfig.RepeatWindow's default.
 const DefaultRepeatWindow = time.Hour
 
+// Where each protocol listens when it is turned on without saying where.
+// Postfix's smtpd runs chrooted in /var/spool/postfix on Debian and sees
+// this socket as private/mailban.
+const (
+	DefaultNativeSocket  = "/run/mailban/hook.sock"
+	DefaultPostfixSocket = "/var/spool/postfix/private/mailban"
+	DefaultDovecotListen = "127.0.0.1:9849"
+	DefaultNginxListen   = "127.0.0.1:9850"
+)
+
 // DefaultConfig has the native socket on and every other protocol off, with
 // the defaults each protocol's settings take when it is turned on.
 func DefaultConfig() Config {
 	return Config{
-		Native:  NativeConfig{Listen: []string{"/run/mailban/hook.sock"}},
+		Native:  NativeConfig{Listen: []string{DefaultNativeSocket}},
 		Postfix: PostfixConfig{Group: "postfix"},
 		Dovecot: DovecotConfig{APIHeader: "X-API-Key", Report: true},
 		Nginx:   NginxConfig{APIHeader: "X-API-Key", UpstreamTimeout: 10 * time.Second, Report: true},
