@@ -145,15 +145,15 @@ enforcers:
 func TestPostfixPolicyDelegation(t *testing.T) {
 	needRealServers(t, "postfix", "dovecot")
 	dir := serverDir(t)
-	a := runAgent(t, dir, fmt.Sprintf(mailbanConfig, "3/1h")+`
+	d := startDovecot(t, dovecotOptions{forPostfix: true})
+	p := startPostfix(t, d.authPath)
+	a := runAgent(t, dir, fmt.Sprintf(mailbanConfig, "3/1h")+fmt.Sprintf(`
 sources: []
 enforcers:
   hook:
-    native: {listen: [%[1]s/hook.sock]}
-    postfix: {listen: [%[1]s/policy.sock], group: postfix}
-`)
-	d := startDovecot(t, dovecotOptions{forPostfix: true})
-	p := startPostfix(t, filepath.Join(dir, "policy.sock"), d.authPath)
+    native: {listen: [%%[1]s/hook.sock]}
+    postfix: {listen: [%s], group: postfix}
+`, p.policy))
 
 	// Failures reported over the native socket: 127.0.0.5 is banned, bob
 	// locked (from addresses other than the one he will send from).

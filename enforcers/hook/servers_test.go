@@ -327,18 +327,22 @@ func imapQuote(s string) string {
 }
 
 // postfix is a private Postfix: smtpd on a loopback port, SASL through a
-// Dovecot, the hook asked at CONNECT and at MAIL and RCPT.
+// Dovecot, the hook asked at CONNECT and at MAIL and RCPT through the
+// socket private/mailban in its queue directory, configured as README.md
+// says.
 type postfix struct {
-	dir  string
-	smtp string
-	log  string
+	dir    string
+	smtp   string
+	log    string
+	policy string // where Postfix looks for the hook's socket
 }
 
-func startPostfix(t *testing.T, policySocket, saslPath string) *postfix {
+func startPostfix(t *testing.T, saslPath string) *postfix {
 	t.Helper()
 	dir := serverDir(t)
 	p := &postfix{dir: dir, smtp: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "maillog")}
 	etc, queue, data := filepath.Join(dir, "etc"), filepath.Join(dir, "queue"), filepath.Join(dir, "data")
+	p.policy = filepath.Join(queue, "private", "mailban")
 	for _, d := range []string{etc, queue, data} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -347,7 +351,6 @@ func startPostfix(t *testing.T, policySocket, saslPath string) *postfix {
 	if err := os.Chown(data, lookupID(t, "postfix"), -1); err != nil {
 		t.Fatal(err)
 	}
-	policy := "check_policy_service { unix:" + policySocket + ", timeout=5s, default_action=DUNNO }"
 	mainCf := fmt.Sprintf(`compatibility_level = 3.6
 queue_directory = %[1]s
 data_directory = %[2]s
@@ -368,10 +371,11 @@ smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = %[5]s
 smtpd_delay_reject = no
-smtpd_client_restrictions = %[6]s
-smtpd_sender_restrictions = %[6]s
-smtpd_relay_restrictions = %[6]s, permit_sasl_authenticated, reject
-`, queue, data, p.log, dir, saslPath, policy)
+mailban_policy = check_policy_service { unix:private/mailban, timeout=2s, default_action=DUNNO }
+smtpd_client_restrictions = $mailban_policy
+smtpd_sender_restrictions = $mailban_policy
+smtpd_relay_restrictions = $mailban_policy, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+`, queue, data, p.log, dir, saslPath)
 	_, port, _ := net.SplitHostPort(p.smtp)
 	masterCf := "127.0.0.1:" + port + ` inet n - n - - smtpd
 cleanup   unix  n       -       n       -       0       cleanup
