@@ -329,7 +329,12 @@ func (s *Server) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		// In-flight HTTP requests see s.ctx done (their reports and upstream
+		// requests give up) and are waited for; then the rest is closed.
 		for _, h := range s.https {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h.Shutdown(ctx)
+			cancel()
 			h.Close()
 		}
 		s.mu.Lock()
