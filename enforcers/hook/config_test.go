@@ -39,7 +39,7 @@ func TestParseListen(t *testing.T) {
 func TestValidateNamesEachField(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Native.Listen = []string{"/run/a.sock", "127.0.0.1:9848", "/run/a.sock"}
-	cfg.Native.Group = "no-such-group-here"
+	cfg.Native.Group = "wheel:staff"
 	cfg.Dovecot.Listen = []string{"127.0.0.1:9848"}
 	cfg.Dovecot.APIHeader = "X-Key: x"
 	cfg.Dovecot.Tarpit = 10 * time.Minute

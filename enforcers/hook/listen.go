@@ -38,7 +38,7 @@ func listenUnix(path, group string) (net.Listener, error) {
 	if group != "" {
 		g, err := user.LookupGroup(group)
 		if err != nil {
-			return nil, fmt.Errorf("socket %s: %w", path, err)
+			return nil, fmt.Errorf("socket %s: no group %q on this host: %w", path, group, err)
 		}
 		if gid, err = strconv.Atoi(g.Gid); err != nil {
 			return nil, fmt.Errorf("socket %s: group %s has gid %q", path, group, g.Gid)

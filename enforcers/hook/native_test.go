@@ -349,3 +349,20 @@ func TestUnixSocketPathTaken(t *testing.T) {
 		t.Error("the file was touched")
 	}
 }
+
+// A group that does not exist is found when the socket is made, and
+// nothing is left listening.
+func TestUnixSocketUnknownGroup(t *testing.T) {
+	dir := shortTempDir(t)
+	h := newTestHook(t, func(c *Config) { c.Native.Listen = nil })
+	_, err := New(Config{
+		Native: NativeConfig{Listen: []string{"127.0.0.1:0", dir + "/hook.sock"}, Group: "no-such-group-here"},
+		Limits: DefaultLimits(),
+	}, Deps{Checker: h.engine}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), `no group "no-such-group-here" on this host`) {
+		t.Errorf("got %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left behind: %v", entries)
+	}
+}
