@@ -19,6 +19,7 @@ import (
 	"github.com/mailban/mailban/agent/source"
 	"github.com/mailban/mailban/agent/state"
 	"github.com/mailban/mailban/enforcers/dryrun"
+	"github.com/mailban/mailban/enforcers/hook"
 	"github.com/mailban/mailban/enforcers/nftables"
 	"github.com/mailban/mailban/parsers"
 	"github.com/mailban/mailban/rules"
@@ -72,6 +73,7 @@ type Agent struct {
 	parsers   map[string]*parsers.Parser // by source name
 	sources   map[string]*runningSource  // by source name
 	enforcers []Enforcer
+	hook      *hook.Server      // the running hook, kept across reloads; nil when off
 	positions map[string][]byte // source name + "\x00" + stream → cursor value
 	dirtyPos  map[string]struct{}
 	pending   []state.Record // changes not yet committed (kept across a failed commit)
@@ -134,9 +136,6 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 	if a.parsers, err = buildParsers(cfg); err != nil {
 		return nil, err
 	}
-	if a.enforcers, err = a.buildEnforcers(cfg); err != nil {
-		return nil, err
-	}
 	a.store, err = state.Open(state.Options{Path: cfg.State.Path, Fresh: opt.FreshState}, a.log)
 	if err != nil {
 		return nil, err
@@ -145,6 +144,13 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		a.store.Close()
 		return nil, err
 	}
+	// Enforcers come after the state: the hook answers mail servers from
+	// the engine as soon as it listens, so the engine must hold its bans.
+	if a.enforcers, err = a.buildEnforcers(cfg); err != nil {
+		a.store.Close()
+		return nil, err
+	}
+	a.hook = hookIn(a.enforcers)
 	a.cfg = cfg
 	return a, nil
 }
@@ -211,6 +217,21 @@ func (a *Agent) buildEnforcers(cfg *config.Config) ([]Enforcer, error) {
 			a.m.enforcerErrors.WithLabelValues("nftables").Inc()
 			a.log.Error("nftables enforcer not started; mailban runs without it (enforcers.nftables.required is false), a reload tries again", "error", err)
 		}
+	}
+	if cfg.Enforcers.Hook != nil {
+		// The running hook stays across a reload (its listeners and its
+		// clients' connections with it); applyConfig gives it the new
+		// settings once the reload cannot fail any more.
+		h := a.hook
+		if h == nil {
+			var err error
+			h, err = hook.New(cfg.HookConfig(), hook.Deps{Checker: a.engine, Reporter: a, Clock: a.clock}, a.log, a.reg)
+			if err != nil {
+				return nil, err
+			}
+		}
+		warnDoubleCounting(a.log, cfg)
+		out = append(out, h)
 	}
 	out = append(out, a.opt.Enforcers...)
 	if len(out) == 0 {
@@ -553,7 +574,7 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	}
 	ds, err := a.engine.Reconfigure(rc)
 	if err != nil {
-		a.closeEnforcers(enfs)
+		a.closeEnforcers(without(enfs, a.enforcers))
 		return fmt.Errorf("reconfigure rules: %w", err)
 	}
 	if cfg.State.Path != a.cfg.State.Path {
@@ -579,7 +600,12 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 
 	old := a.enforcers
 	a.parsers, a.enforcers = ps, enfs
-	a.closeEnforcers(old)
+	a.closeEnforcers(without(old, enfs))
+	if a.hook = hookIn(enfs); a.hook != nil {
+		if err := a.hook.Update(cfg.HookConfig()); err != nil {
+			a.log.Error("hook settings not changed", "error", err) // checked with the configuration: not expected
+		}
+	}
 	a.reconcile(ctx)
 	a.decided = append(a.decided, ds...)
 	a.enforce(ctx)
@@ -608,6 +634,41 @@ func (a *Agent) closeEnforcers(es []Enforcer) {
 			if err := c.Close(); err != nil {
 				a.log.Warn("closing enforcer", "enforcer", e.Name(), "error", err)
 			}
+		}
+	}
+}
+
+// without lists the enforcers of es that are not in keep.
+func without(es, keep []Enforcer) []Enforcer {
+	var out []Enforcer
+	for _, e := range es {
+		if !slices.Contains(keep, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// hookIn finds the hook among the enforcers.
+func hookIn(es []Enforcer) *hook.Server {
+	for _, e := range es {
+		if h, ok := e.(*hook.Server); ok {
+			return h
+		}
+	}
+	return nil
+}
+
+// warnDoubleCounting says when Dovecot's reports to the hook and a log
+// source with the dovecot format would both count the same attempts.
+func warnDoubleCounting(log *slog.Logger, cfg *config.Config) {
+	if d := cfg.Enforcers.Hook.Dovecot; d == nil || !d.Report {
+		return
+	}
+	for _, s := range cfg.Sources {
+		if len(s.Formats) == 0 || slices.Contains(s.Formats, "dovecot") {
+			log.Warn("Dovecot's reports to the hook and this source's dovecot format count the same attempts twice: "+
+				"drop dovecot from the source's formats, or set enforcers.hook.dovecot.report: false", "source", s.Name)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mailban/mailban/agent/source"
+	"github.com/mailban/mailban/enforcers/hook"
 	"github.com/mailban/mailban/enforcers/nftables"
 	"github.com/mailban/mailban/parsers"
 	"github.com/mailban/mailban/rules"
@@ -119,6 +120,9 @@ type EnforcersConfig struct {
 	// Nftables drops the packets of banned and blocked addresses in the
 	// kernel, from a table of mailban's own.
 	Nftables *NftablesEnforcerConfig `yaml:"nftables"`
+	// Hook is the socket mail servers ask before they let a client or a
+	// login go on (enforcers/hook): the only enforcer that sees logins.
+	Hook *HookConfig `yaml:"hook"`
 }
 
 // LogEnforcerConfig configures the log enforcer.
@@ -173,6 +177,109 @@ func (n *NftablesEnforcerConfig) Enforcer(clock rules.Clock) nftables.Config {
 
 // IsRequired says whether mailban must stop when nftables is unusable.
 func (n *NftablesEnforcerConfig) IsRequired() bool { return n.Required == nil || *n.Required }
+
+// HookConfig turns on the hook's protocols. The native socket is on
+// whenever the block is there (native.listen: [] turns it off); each other
+// protocol is on when its block is there.
+type HookConfig struct {
+	Native  HookNativeConfig   `yaml:"native"`
+	Postfix *HookPostfixConfig `yaml:"postfix"`
+	Dovecot *HookDovecotConfig `yaml:"dovecot"`
+	Nginx   *HookNginxConfig   `yaml:"nginx"`
+	Limits  HookLimitsConfig   `yaml:"limits"`
+}
+
+// HookNativeConfig is mailban's own line protocol: CHECK, REPORT, WATCH.
+type HookNativeConfig struct {
+	Listen        []string `yaml:"listen"`
+	Group         string   `yaml:"group"`
+	ReportOverTCP bool     `yaml:"report-over-tcp"`
+}
+
+// HookPostfixConfig is Postfix's policy delegation.
+type HookPostfixConfig struct {
+	Listen []string `yaml:"listen"`
+	Group  string   `yaml:"group"`
+}
+
+// HookDovecotConfig is Dovecot's auth policy server.
+type HookDovecotConfig struct {
+	Listen       []string `yaml:"listen"`
+	Group        string   `yaml:"group"`
+	APIKey       string   `yaml:"api-key"`
+	APIHeader    string   `yaml:"api-header"`
+	Report       bool     `yaml:"report"`
+	Tarpit       Duration `yaml:"tarpit"`
+	RepeatWindow Duration `yaml:"repeat-window"`
+}
+
+// HookNginxConfig is nginx's mail auth_http service, chained to the real one.
+type HookNginxConfig struct {
+	Listen          []string `yaml:"listen"`
+	Group           string   `yaml:"group"`
+	APIKey          string   `yaml:"api-key"`
+	APIHeader       string   `yaml:"api-header"`
+	Upstream        string   `yaml:"upstream"`
+	UpstreamTimeout Duration `yaml:"upstream-timeout"`
+	Report          bool     `yaml:"report"`
+	AuthWait        Duration `yaml:"auth-wait"`
+}
+
+// HookLimitsConfig bounds what one client of the hook can cost.
+type HookLimitsConfig struct {
+	MaxConnections   int      `yaml:"max-connections"`
+	MaxLine          int      `yaml:"max-line"`
+	MaxRequest       int      `yaml:"max-request"`
+	IdleTimeout      Duration `yaml:"idle-timeout"`
+	RequestTimeout   Duration `yaml:"request-timeout"`
+	MaxConnectionAge Duration `yaml:"max-connection-age"`
+	WatchQueue       int      `yaml:"watch-queue"`
+}
+
+// The hook blocks take their defaults from enforcers/hook when they are
+// present; these UnmarshalYAML methods, of the kind yaml.v3 calls with the
+// decoder itself, keep KnownFields in force inside them.
+
+// UnmarshalYAML fills the defaults, then what the file says.
+func (h *HookConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	d := hook.DefaultConfig()
+	*h = HookConfig{
+		Native: HookNativeConfig{Listen: d.Native.Listen, Group: d.Native.Group, ReportOverTCP: d.Native.ReportOverTCP},
+		Limits: HookLimitsConfig{
+			MaxConnections: d.Limits.MaxConnections, MaxLine: d.Limits.MaxLine, MaxRequest: d.Limits.MaxRequest,
+			IdleTimeout: Duration(d.Limits.IdleTimeout), RequestTimeout: Duration(d.Limits.RequestTimeout),
+			MaxConnectionAge: Duration(d.Limits.MaxConnectionAge), WatchQueue: d.Limits.WatchQueue,
+		},
+	}
+	type plain HookConfig
+	return unmarshal((*plain)(h))
+}
+
+// UnmarshalYAML fills the defaults, then what the file says.
+func (p *HookPostfixConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	d := hook.DefaultConfig().Postfix
+	*p = HookPostfixConfig{Listen: []string{hook.DefaultPostfixSocket}, Group: d.Group}
+	type plain HookPostfixConfig
+	return unmarshal((*plain)(p))
+}
+
+// UnmarshalYAML fills the defaults, then what the file says.
+func (c *HookDovecotConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	d := hook.DefaultConfig().Dovecot
+	*c = HookDovecotConfig{Listen: []string{hook.DefaultDovecotListen}, APIHeader: d.APIHeader, Report: d.Report,
+		Tarpit: Duration(d.Tarpit), RepeatWindow: Duration(d.RepeatWindow)}
+	type plain HookDovecotConfig
+	return unmarshal((*plain)(c))
+}
+
+// UnmarshalYAML fills the defaults, then what the file says.
+func (c *HookNginxConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	d := hook.DefaultConfig().Nginx
+	*c = HookNginxConfig{Listen: []string{hook.DefaultNginxListen}, APIHeader: d.APIHeader, Report: d.Report,
+		UpstreamTimeout: Duration(d.UpstreamTimeout), AuthWait: Duration(d.AuthWait)}
+	type plain HookNginxConfig
+	return unmarshal((*plain)(c))
+}
 
 // MetricsConfig is about the Prometheus endpoint.
 type MetricsConfig struct {
@@ -435,6 +542,19 @@ func (c *Config) check() Errors {
 			bad("enforcers.nftables.netns", "%q is not an absolute path (e.g. /run/netns/mail or /proc/PID/ns/net)", n.NetNS)
 		}
 	}
+	if c.Enforcers.Hook != nil {
+		hc := c.HookConfig()
+		if err := hc.Validate(); err != nil {
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				var fe *hook.FieldError
+				if errors.As(e, &fe) {
+					bad("enforcers.hook."+fe.Field, "%v", fe.Err)
+				} else {
+					bad("enforcers.hook", "%v", e)
+				}
+			}
+		}
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9847): %v", c.Metrics.Listen, err)
@@ -557,6 +677,43 @@ func (s *SourceConfig) FileSource() source.FileConfig {
 		Poll:         s.Poll,
 		PollInterval: time.Duration(s.PollInterval),
 	}
+}
+
+// HookConfig gives the hook its settings; the zero value when the
+// configuration has no hook block. A Dovecot repeat window left at 0 is
+// the longest period of the rules' thresholds: a stale password counts
+// once in any window the rules count in.
+func (c *Config) HookConfig() hook.Config {
+	h := c.Enforcers.Hook
+	if h == nil {
+		return hook.Config{}
+	}
+	out := hook.Config{
+		Native: hook.NativeConfig{Listen: slices.Clone(h.Native.Listen), Group: h.Native.Group, ReportOverTCP: h.Native.ReportOverTCP},
+		Limits: hook.Limits{
+			MaxConnections: h.Limits.MaxConnections, MaxLine: h.Limits.MaxLine, MaxRequest: h.Limits.MaxRequest,
+			IdleTimeout: time.Duration(h.Limits.IdleTimeout), RequestTimeout: time.Duration(h.Limits.RequestTimeout),
+			MaxConnectionAge: time.Duration(h.Limits.MaxConnectionAge), WatchQueue: h.Limits.WatchQueue,
+		},
+	}
+	if p := h.Postfix; p != nil {
+		out.Postfix = hook.PostfixConfig{Listen: slices.Clone(p.Listen), Group: p.Group}
+	}
+	if d := h.Dovecot; d != nil {
+		out.Dovecot = hook.DovecotConfig{Listen: slices.Clone(d.Listen), Group: d.Group, APIKey: d.APIKey, APIHeader: d.APIHeader,
+			Report: d.Report, Tarpit: time.Duration(d.Tarpit), RepeatWindow: time.Duration(d.RepeatWindow)}
+		if out.Dovecot.RepeatWindow == 0 {
+			rc := c.rulesConfig()
+			if out.Dovecot.RepeatWindow = max(rc.IP.Period, rc.Login.Period); out.Dovecot.RepeatWindow == 0 {
+				out.Dovecot.RepeatWindow = hook.DefaultRepeatWindow
+			}
+		}
+	}
+	if n := h.Nginx; n != nil {
+		out.Nginx = hook.NginxConfig{Listen: slices.Clone(n.Listen), Group: n.Group, APIKey: n.APIKey, APIHeader: n.APIHeader,
+			Upstream: n.Upstream, UpstreamTimeout: time.Duration(n.UpstreamTimeout), Report: n.Report, AuthWait: time.Duration(n.AuthWait)}
+	}
+	return out
 }
 
 // FormatSpecs is every format a configuration can use, presets first and
