@@ -138,11 +138,11 @@ func newReplayFilter(last outputPos) *replayFilter {
 
 // replay events, for the caller to log.
 const (
-	verdictNone        = iota
-	verdictNew                // the output is not the last one again: held lines go out
-	verdictReplay             // the output repeats the last one; skipping
-	verdictReplayed           // all of the last output was skipped, and it matched
-	verdictDiffered           // all of the last output was skipped, but it did not match
+	verdictNone     = iota
+	verdictNew      // the output is not the last one again: held lines go out
+	verdictReplay   // the output repeats the last one; skipping
+	verdictReplayed // all of the last output was skipped, and it matched
+	verdictDiffered // all of the last output was skipped, but it did not match
 )
 
 // add takes the next line and returns the lines to deliver now, and what
