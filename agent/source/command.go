@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -181,98 +182,125 @@ func (c *Command) Run(ctx context.Context, out chan<- Line) error {
 // many lines it delivered and why the command is not running any more (nil
 // for a command that exited with status 0, or was stopped).
 func (c *Command) runOnce(ctx context.Context, out chan<- Line) (int, error) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return 0, fmt.Errorf("make a pipe: %w", err)
-	}
-	cmd := exec.Command(c.cfg.Argv[0], c.cfg.Argv[1:]...)
-	cmd.Stdout = pw
 	stderr := &stderrLog{log: c.log}
-	if c.cfg.StderrLines {
-		cmd.Stderr = pw
-	} else {
-		cmd.Stderr = stderr
+	ch, err := startChild(c.cfg.Argv, c.cfg.StderrLines, stderr, c.cfg.StopTimeout)
+	if err != nil {
+		return 0, err
 	}
-	// Its own process group, so that stopping it stops what it started
-	// (a pipeline, a wrapper script); and it dies with mailban.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = c.cfg.StopTimeout // a child left holding standard error does not hold up Wait
-	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return 0, fmt.Errorf("start %s: %w", c.cfg.Argv[0], err)
-	}
-	pw.Close() // the child holds its copy; the pipe ends when it (and its children) close theirs
-	pid := cmd.Process.Pid
-	c.health.recovered()
 	c.health.update(func(st *StreamStatus) { st.State = stateRunning })
-	c.log.Info("command started", "pid", pid)
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	exited := make(chan struct{})
-	stopping := make(chan struct{})
-	var stopOnce sync.Once
-	// stop ends the command: SIGTERM to its group, SIGKILL if it is still
-	// there after StopTimeout. The pipe's reader then sees its end.
-	stop := func() bool {
-		stopOnce.Do(func() {
-			close(stopping)
-			wg.Go(func() {
-				_ = syscall.Kill(-pid, syscall.SIGTERM)
-				t := time.NewTimer(c.cfg.StopTimeout)
-				defer t.Stop()
-				select {
-				case <-exited:
-					return
-				case <-t.C:
-				}
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-				// A grandchild that left the group may still hold the
-				// pipe: stop waiting for it.
-				_ = pr.SetReadDeadline(time.Now())
-			})
-		})
-		return true
-	}
-	last, delivered, readErr := c.pipe.feed(ctx, pr, c.last, out, stop)
+	c.log.Info("command started", "pid", ch.pid)
+	last, delivered, readErr := c.pipe.feed(ctx, ch.out, c.last, out, ch.stop)
 	c.last = last
 	if readErr != nil && ctx.Err() == nil && !errors.Is(readErr, os.ErrDeadlineExceeded) {
 		c.log.Warn("reading the command's output failed", "err", readErr)
 	}
-	// The output ended: the command exited or closed it. Give it
-	// StopTimeout to exit, then stop it.
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	var werr error
-	select {
-	case werr = <-waited:
-	case <-time.After(c.cfg.StopTimeout):
-		stop()
-		werr = <-waited
-	}
-	close(exited)
-	pr.Close()
-	select {
-	case <-stopping:
+	stopped, werr := ch.wait()
+	if stopped || werr == nil {
 		return delivered, nil // stopped by us: its exit status says nothing
+	}
+	return delivered, stderr.explain(c.cfg.Argv[0], werr)
+}
+
+// child is one run of a program whose standard output is read: in its own
+// process group, so that stopping it stops what it started (a pipeline, a
+// wrapper script), and killed should mailban die.
+type child struct {
+	cmd         *exec.Cmd
+	pid         int
+	out         *os.File // its standard output; reads end when it (and its children) close it
+	stopTimeout time.Duration
+
+	wg       sync.WaitGroup
+	exited   chan struct{}
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// startChild starts argv with its standard output (and standard error, if
+// stderrLines) on a pipe, and its standard error otherwise to stderr.
+func startChild(argv []string, stderrLines bool, stderr io.Writer, stopTimeout time.Duration) (*child, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("make a pipe: %w", err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout = pw
+	if stderrLines {
+		cmd.Stderr = pw
+	} else {
+		cmd.Stderr = stderr
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = stopTimeout // a grandchild left holding standard error does not hold up Wait
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	pw.Close() // the child has its copy
+	return &child{
+		cmd: cmd, pid: cmd.Process.Pid, out: pr, stopTimeout: stopTimeout,
+		exited: make(chan struct{}), stopping: make(chan struct{}),
+	}, nil
+}
+
+// stop ends the child: SIGTERM to its group, SIGKILL if it is still there
+// after stopTimeout. Reading its output then meets the end. It returns true:
+// the reading can be waited for.
+func (c *child) stop() bool {
+	c.stopOnce.Do(func() {
+		close(c.stopping)
+		c.wg.Go(func() {
+			_ = syscall.Kill(-c.pid, syscall.SIGTERM)
+			t := time.NewTimer(c.stopTimeout)
+			defer t.Stop()
+			select {
+			case <-c.exited:
+				return
+			case <-t.C:
+			}
+			_ = syscall.Kill(-c.pid, syscall.SIGKILL)
+			// A grandchild that left the group may still hold the pipe:
+			// stop waiting for it.
+			_ = c.out.SetReadDeadline(time.Now())
+		})
+	})
+	return true
+}
+
+// wait is called once the output was read to its end: it gives the child
+// stopTimeout to exit before stopping it, and reports whether it was stopped
+// (by stop) and how it exited.
+func (c *child) wait() (stopped bool, err error) {
+	waited := make(chan error, 1)
+	go func() { waited <- c.cmd.Wait() }()
+	t := time.NewTimer(c.stopTimeout)
+	select {
+	case err = <-waited:
+	case <-t.C:
+		c.stop()
+		err = <-waited
+	}
+	t.Stop()
+	close(c.exited)
+	c.wg.Wait()
+	c.out.Close()
+	select {
+	case <-c.stopping:
+		return true, err
 	default:
+		return false, err
 	}
-	if werr != nil {
-		if line := stderr.lastLine(); line != "" {
-			return delivered, fmt.Errorf("%s: %w (last on standard error: %q)", c.cfg.Argv[0], werr, line)
-		}
-		return delivered, fmt.Errorf("%s: %w", c.cfg.Argv[0], werr)
-	}
-	return delivered, nil
 }
 
 // maxStderrLogged bounds the standard error lines logged per run.
 const maxStderrLogged = 20
 
-// stderrLog logs what a command writes to standard error, line by line.
+// stderrLog logs what a command writes to standard error, line by line,
+// or hands each line to report when that is set.
 type stderrLog struct {
-	log *slog.Logger
+	log    *slog.Logger
+	report func(line string)
 
 	mu     sync.Mutex
 	buf    []byte
@@ -303,6 +331,10 @@ func (w *stderrLog) line(s string) {
 		s = s[:512]
 	}
 	w.last = s
+	if w.report != nil {
+		w.report(s)
+		return
+	}
 	switch {
 	case w.logged < maxStderrLogged:
 		w.log.Warn("command wrote to standard error", "line", s)
@@ -310,6 +342,15 @@ func (w *stderrLog) line(s string) {
 		w.log.Warn("command keeps writing to standard error; not logging more of this run")
 	}
 	w.logged++
+}
+
+// explain is err, the way program exited, with the last line it wrote to
+// standard error.
+func (w *stderrLog) explain(program string, err error) error {
+	if line := w.lastLine(); line != "" {
+		return fmt.Errorf("%s: %w (last on standard error: %q)", program, err, line)
+	}
+	return fmt.Errorf("%s: %w", program, err)
 }
 
 func (w *stderrLog) lastLine() string {

@@ -73,6 +73,8 @@ type piped struct {
 	health  *health
 	now     func() time.Time
 	cutOnce bool
+
+	delivered bool // this run delivered a line: problems before it are over
 }
 
 // feed delivers one run of a producer's output, read from r, to out. last
@@ -92,6 +94,7 @@ func (p *piped) feed(ctx context.Context, r io.Reader, last outputPos, out chan<
 	}()
 
 	filter := newReplayFilter(last)
+	p.delivered = false
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
 	defer quiet.Stop()
@@ -164,6 +167,10 @@ func (p *piped) deliver(ctx context.Context, l positioned, out chan<- Line) erro
 	case out <- line:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if !p.delivered {
+		p.delivered = true
+		p.health.recovered()
 	}
 	p.health.update(func(st *StreamStatus) {
 		st.Lines++
