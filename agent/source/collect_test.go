@@ -29,10 +29,19 @@ type collector struct {
 
 func collect(t *testing.T, src runner) *collector {
 	t.Helper()
+	return collectWith(t, src, nil)
+}
+
+// collectWith is collect with a hook called with each line as it is taken
+// (as the agent processes it).
+func collectWith(t *testing.T, src runner, hook func(Line)) *collector {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &collector{t: t, cancel: cancel, done: make(chan error, 1), ended: make(chan struct{}), cursor: map[string][]byte{}}
 	out := make(chan Line)
 	taken := make(chan struct{})
+	// Lines are taken until Run returns, as the agent does: a source may
+	// finish sending what it started after ctx is done.
 	go func() {
 		defer close(taken)
 		for {
@@ -44,7 +53,10 @@ func collect(t *testing.T, src runner) *collector {
 					c.cursor[l.Cursor.Stream] = l.Cursor.Value
 				}
 				c.mu.Unlock()
-			case <-ctx.Done():
+				if hook != nil {
+					hook(l)
+				}
+			case <-c.ended:
 				return
 			}
 		}

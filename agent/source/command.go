@@ -282,6 +282,7 @@ func (c *child) wait() (stopped bool, err error) {
 		err = <-waited
 	}
 	t.Stop()
+	c.stopOnce.Do(func() {}) // a stop under way has started its goroutine; later ones do nothing
 	close(c.exited)
 	c.wg.Wait()
 	c.out.Close()
