@@ -521,4 +521,3 @@ func (w *Webhook) accept(events []webhookEvent, digests []uint64, evidence []str
 	w.health.update(func(st *StreamStatus) { st.Lines += uint64(len(lines)); st.LastRead = now })
 	return next, counts, true
 }
-

@@ -171,7 +171,9 @@ func (h teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return teeHandler{h.Handler.WithAttrs(as), h.rec}
 }
 
-func (h teeHandler) WithGroup(g string) slog.Handler { return teeHandler{h.Handler.WithGroup(g), h.rec} }
+func (h teeHandler) WithGroup(g string) slog.Handler {
+	return teeHandler{h.Handler.WithGroup(g), h.rec}
+}
 
 // TestWebhookEvents: what of a signed delivery counts, and as what.
 func TestWebhookEvents(t *testing.T) {
