@@ -35,6 +35,9 @@ type daemon struct {
 	cmd  *exec.Cmd
 	logs chan map[string]any
 	done chan error
+	// early are records logged before "mailban running" (the metrics
+	// endpoint starts in its own goroutine): await looks at them first.
+	early []map[string]any
 }
 
 func startDaemon(t *testing.T, bin, config string) *daemon {
@@ -66,7 +69,7 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 			_ = cmd.Process.Kill()
 		}
 	})
-	d.await("mailban running", nil)
+	_, d.early = d.await("mailban running", nil)
 	return d
 }
 
@@ -76,6 +79,14 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 func (d *daemon) await(msg string, want map[string]any) (map[string]any, []map[string]any) {
 	d.t.Helper()
 	var skipped []map[string]any
+	for len(d.early) > 0 {
+		rec := d.early[0]
+		d.early = d.early[1:]
+		if rec["msg"] == msg && matches(rec, want) {
+			return rec, skipped
+		}
+		skipped = append(skipped, rec)
+	}
 	deadline := time.After(20 * time.Second)
 	for {
 		select {
