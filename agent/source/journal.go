@@ -371,43 +371,52 @@ func (j *Journal) runOnce(ctx context.Context, out chan<- Line) (int, error) {
 // errEndOfOutput is journalctl's output ending.
 var errEndOfOutput = errors.New("end of output")
 
-// journalEntry is what a Journal reads of an entry. Fields are raw: the
-// journal prints a value as a string, as an array of bytes when it is not
-// valid text, or as an array of values when the field occurs more than once.
+// journalEntry is what a Journal reads of an entry.
 type journalEntry struct {
-	Cursor    string          `json:"__CURSOR"`
-	Realtime  string          `json:"__REALTIME_TIMESTAMP"`
-	Message   json.RawMessage `json:"MESSAGE"`
-	Ident     json.RawMessage `json:"SYSLOG_IDENTIFIER"`
-	Comm      json.RawMessage `json:"_COMM"`
-	RemoteIP  json.RawMessage `json:"REMOTEIP"`
-	Account   json.RawMessage `json:"ACCOUNTNAME"`
-	Listener  json.RawMessage `json:"LISTENERID"`
-	LocalPort json.RawMessage `json:"LOCALPORT"`
-	Details   json.RawMessage `json:"DETAILS"`
-	Reason    json.RawMessage `json:"REASON"`
+	Cursor    string       `json:"__CURSOR"`
+	Realtime  string       `json:"__REALTIME_TIMESTAMP"`
+	Message   journalField `json:"MESSAGE"`
+	Ident     journalField `json:"SYSLOG_IDENTIFIER"`
+	Comm      journalField `json:"_COMM"`
+	RemoteIP  journalField `json:"REMOTEIP"`
+	Account   journalField `json:"ACCOUNTNAME"`
+	Listener  journalField `json:"LISTENERID"`
+	LocalPort journalField `json:"LOCALPORT"`
+	Details   journalField `json:"DETAILS"`
+	Reason    journalField `json:"REASON"`
 }
 
-// journalValue is the text of a field as journalctl prints it: a string; an
-// array of byte values (not valid UTF-8 text, or with control characters);
-// or, for a field given more than once, an array of either, of which the
-// first is taken. Invalid UTF-8 is replaced.
-func journalValue(raw json.RawMessage) string {
+// journalField is the text of a field as journalctl prints it: a string;
+// an array of byte values (not valid UTF-8 text, or with control
+// characters); or, for a field given more than once, an array of either, of
+// which the first is taken. Invalid UTF-8 is replaced.
+type journalField string
+
+// UnmarshalJSON reads a field value; what is none of the above reads as "".
+func (f *journalField) UnmarshalJSON(raw []byte) error {
+	*f = journalField(journalValue(raw))
+	return nil
+}
+
+func journalValue(raw []byte) string {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return ""
 	}
 	switch raw[0] {
 	case '"':
+		// Most values need no unescaping.
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+			return strings.ToValidUTF8(string(raw[1:len(raw)-1]), "\uFFFD")
+		}
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
 			return s
 		}
 	case '[':
-		var bs []byte
 		var nums []int
 		if json.Unmarshal(raw, &nums) == nil {
-			bs = make([]byte, 0, len(nums))
+			bs := make([]byte, 0, len(nums))
 			for _, n := range nums {
 				if n < 0 || n > 255 {
 					return ""
@@ -454,23 +463,23 @@ func (j *Journal) entry(ctx context.Context, text []byte, cut bool, out chan<- L
 		return false, nil
 	}
 	t := time.UnixMicro(usec)
-	program := journalValue(e.Ident)
+	program := string(e.Ident)
 	if program == "" {
-		program = journalValue(e.Comm)
+		program = string(e.Comm)
 	}
-	msg := journalValue(e.Message)
+	msg := string(e.Message)
 	line := Line{Source: j.cfg.Name, Text: msg, Arrival: j.now(), Time: t, Program: program,
 		Cursor: Cursor{Value: []byte(e.Cursor)}}
-	if ip := journalValue(e.RemoteIP); ip != "" {
+	if ip := string(e.RemoteIP); ip != "" {
 		if typ, ok := stalwartTypeOf(msg); ok {
 			f := stalwartFields{
 				typ:       typ,
 				remoteIP:  ip,
-				account:   journalValue(e.Account),
-				listener:  journalValue(e.Listener),
-				localPort: journalValue(e.LocalPort),
-				details:   journalValue(e.Details),
-				reason:    journalValue(e.Reason),
+				account:   string(e.Account),
+				listener:  string(e.Listener),
+				localPort: string(e.LocalPort),
+				details:   string(e.Details),
+				reason:    string(e.Reason),
 			}
 			evidence := capEvidence(fmt.Sprintf("%s: %s (REMOTEIP=%s ACCOUNTNAME=%q LISTENERID=%s)", program, msg, f.remoteIP, f.account, f.listener))
 			if ev, outcome := stalwartEvent(f, t, FormatStalwartJournal, evidence); outcome == outcomeCounted {

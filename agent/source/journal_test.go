@@ -240,3 +240,25 @@ func TestJournalMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalValue reads the shapes journalctl prints field values in.
+func TestJournalValue(t *testing.T) {
+	cases := map[string]string{
+		`"plain"`:                 "plain",
+		`"quote \" and \\ tab\t"`: "quote \" and \\ tab\t",
+		`"caf\u00e9"`:             "café",
+		`[98,1,105,110]`:          "b\x01in",
+		`[255,97]`:                "\uFFFDa",
+		`["first","second"]`:      "first",
+		`[[98,1],"second"]`:       "b\x01",
+		`null`:                    "",
+		`12`:                      "",
+		`[300]`:                   "",
+		``:                        "",
+	}
+	for in, want := range cases {
+		if got := journalValue([]byte(in)); got != want {
+			t.Errorf("journalValue(%s) = %q, want %q", in, got, want)
+		}
+	}
+}
