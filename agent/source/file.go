@@ -345,6 +345,7 @@ type StreamStatus struct {
 
 	follower string // the name nxadm/tail follows, for tests
 	watching bool   // the follower is past its start-up check, for tests
+	checked  bool   // the path was looked at at least once, for tests
 }
 
 // Status reports each stream's state, sorted by path.

@@ -162,7 +162,9 @@ func TestFileNewestWaitsForAMatch(t *testing.T) {
 	cfg := newestConfig(false, pattern)
 	cfg.StartAtEnd = true
 	r := startRun(t, cfg, nil)
-	r.waitStatus(pattern, "waiting", func(st StreamStatus) bool { return st.State == stateWaiting })
+	// Nothing matched at the first look: the first file to match is new,
+	// and read from its beginning.
+	r.waitStatus(pattern, "waiting", func(st StreamStatus) bool { return st.checked && st.State == stateWaiting })
 	appendLines(t, filepath.Join(dir, "app.log.2"), numbered("a", 0, 5)...)
 	r.waitLines(5)
 	// An older name appearing is not a later file.

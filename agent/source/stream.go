@@ -237,6 +237,7 @@ func (s *stream) check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.update(func(st *StreamStatus) { st.checked = true })
 	return s.readRetired(ctx)
 }
 
