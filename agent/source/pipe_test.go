@@ -152,11 +152,24 @@ func startCommand(t *testing.T, cfg CommandConfig, saved map[string][]byte) (*Co
 func TestCommandReplayedHistory(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "container.log")
-	appendLines(t, log, numbered("a", 0, 100)...)
+	// The history grows whole lines at a time, as a container's log does
+	// (the file is replaced, so cat never sees half a line).
+	var history []string
+	grow := func(lines ...string) {
+		history = append(history, lines...)
+		tmp := log + ".tmp"
+		if err := os.WriteFile(tmp, []byte(strings.Join(history, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, log); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grow(numbered("a", 0, 100)...)
 	cmd, c := startCommand(t, commandConfig("cat", log), nil)
 	c.waitLines(100)
 	waitFor(t, "a restart", func() bool { return cmd.Status()[0].Restarts >= 2 })
-	appendLines(t, log, numbered("b", 0, 50)...)
+	grow(numbered("b", 0, 50)...)
 	c.waitLines(150)
 	waitFor(t, "more restarts", func() bool { return cmd.Status()[0].Restarts >= 5 })
 	saved := c.stop()
@@ -166,11 +179,11 @@ func TestCommandReplayedHistory(t *testing.T) {
 	}
 
 	// mailban restarts; the history grew meanwhile.
-	appendLines(t, log, numbered("c", 0, 30)...)
+	grow(numbered("c", 0, 30)...)
 	cmd2, c2 := startCommand(t, commandConfig("cat", log), saved)
 	c2.waitLines(30)
 	waitFor(t, "a restart", func() bool { return cmd2.Status()[0].Restarts >= 2 })
-	appendLines(t, log, "end 0")
+	grow("end 0")
 	c2.waitText("end 0")
 	c2.stop()
 	checkExactlyOnce(t, c2.snapshot(), numbered("c", 0, 30), []string{"end 0"})
@@ -180,15 +193,23 @@ func TestCommandReplayedHistory(t *testing.T) {
 // read in full every run, including output that starts with a banner line
 // the last run started with too.
 func TestCommandNewOutput(t *testing.T) {
-	dir := t.TempDir()
-	log := filepath.Join(dir, "spool")
-	// Each run prints the banner and the spool, then empties the spool.
-	script := `echo starting; cat "$1"; : > "$1"`
-	appendLines(t, log, numbered("a", 0, 40)...)
-	cmd, c := startCommand(t, commandConfig("/bin/sh", "-c", script, "sh", log), nil)
+	spool := t.TempDir()
+	// Each run prints the banner and the batches waiting, then removes
+	// them. A batch appears whole (renamed into place), so none is
+	// half-printed.
+	script := `echo starting; for f in "$1"/*.batch; do [ -e "$f" ] && cat "$f" && rm "$f"; done`
+	batch := func(name string, lines []string) {
+		tmp := filepath.Join(spool, name+".tmp")
+		appendLines(t, tmp, lines...)
+		if err := os.Rename(tmp, filepath.Join(spool, name+".batch")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch("1", numbered("a", 0, 40))
+	cmd, c := startCommand(t, commandConfig("/bin/sh", "-c", script, "sh", spool), nil)
 	c.waitLines(41)
 	waitFor(t, "a restart", func() bool { return cmd.Status()[0].Restarts >= 1 })
-	appendLines(t, log, numbered("b", 0, 40)...)
+	batch("2", numbered("b", 0, 40))
 	c.waitLines(41 + 41)
 	c.stop()
 	got := c.snapshot()
