@@ -94,7 +94,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{
 			name: "a key of another source type",
 			yaml: "sources:\n  - type: journald\n    paths: [/x]\n",
-			want: `t.yaml:3: sources[0].paths: does not apply to a journald source (it is for file sources; a journald source takes name, type, formats, timezone, matches, start-at, journalctl, journal-directory, restart-delay)`,
+			want: `t.yaml:3: sources[0].paths: does not apply to a journald source (it is for file sources; a journald source takes name, type, formats, matches, start-at, journalctl, journal-directory, restart-delay)`,
 		},
 		{
 			name: "a key two other types take",

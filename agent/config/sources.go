@@ -19,15 +19,17 @@ import (
 // sourceTypes are the source types, in the order error messages list them.
 var sourceTypes = []string{"file", "journald", "command", "stdin", "webhook"}
 
-// commonSourceKeys apply to every source type that feeds a parser.
-var commonSourceKeys = []string{"name", "type", "formats", "timezone"}
+// textSourceKeys apply to every source type whose lines carry their time
+// as text (timezone reads times written without a zone).
+var textSourceKeys = []string{"name", "type", "formats", "timezone"}
 
 // sourceKeys lists, per source type, the keys that apply to it.
 var sourceKeys = map[string][]string{
-	"file":     append(slices.Clone(commonSourceKeys), "paths", "start-at", "poll", "poll-interval", "follow"),
-	"journald": append(slices.Clone(commonSourceKeys), "matches", "start-at", "journalctl", "journal-directory", "restart-delay"),
-	"command":  append(slices.Clone(commonSourceKeys), "command", "stderr", "restart-delay"),
-	"stdin":    slices.Clone(commonSourceKeys),
+	"file":    append(slices.Clone(textSourceKeys), "paths", "start-at", "poll", "poll-interval", "follow"),
+	"command": append(slices.Clone(textSourceKeys), "command", "stderr", "restart-delay"),
+	"stdin":   slices.Clone(textSourceKeys),
+	// The journal stamps each entry with its time.
+	"journald": {"name", "type", "formats", "matches", "start-at", "journalctl", "journal-directory", "restart-delay"},
 	// A webhook's events are structured: no format reads them.
 	"webhook": {"name", "type", "listen", "url-path", "signature-key", "signature-key-file", "max-body-bytes"},
 }

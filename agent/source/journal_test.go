@@ -262,3 +262,22 @@ func TestJournalValue(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalRefusedCursor: a saved cursor journalctl cannot seek to (a
+// state file from another machine) is dropped with a warning, and reading
+// starts as start-at says.
+func TestJournalRefusedCursor(t *testing.T) {
+	journaldtest.Need(t)
+	ident := uniqueIdent(t)
+	journaldtest.Cat(t, ident, "old 0")
+	journaldtest.WaitEntries(t, 1, "SYSLOG_IDENTIFIER="+ident)
+	j, c := startJournal(t, journalConfig(ident), map[string][]byte{"": []byte("s=0;i=1")})
+	waitFor(t, "a restart", func() bool { return j.Status()[0].Restarts >= 1 && j.Status()[0].State == stateRunning })
+	if st := j.Status()[0]; !strings.Contains(st.LastError, "cursor") {
+		t.Errorf("status %+v; want journalctl's complaint about the cursor", st)
+	}
+	journaldtest.Cat(t, ident, "new 0")
+	c.waitText("new 0")
+	c.stop()
+	checkExactlyOnce(t, c.snapshot(), []string{"new 0"})
+}
