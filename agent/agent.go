@@ -626,6 +626,10 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	a.stopSources(ctx, stop)
+	// Save what the stopped sources delivered before they start again
+	// from it: a push source takes its saved cursor as saved, and answers
+	// retries of its events at once.
+	a.checkpoint()
 
 	old := a.enforcers
 	a.parsers, a.enforcers = ps, enfs

@@ -110,7 +110,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{
 			name: "command without a program",
 			yaml: "sources:\n  - type: command\n    stderr: lines\n",
-			want: `t.yaml:2: sources[0].command: a command source needs a program and its arguments, e.g. [docker, logs, --follow, --since, 0s, mailserver]`,
+			want: `t.yaml:2: sources[0].command: a command source needs a program and its arguments, e.g. [docker, logs, --follow, mailserver]`,
 		},
 		{
 			name: "bad stderr and follow words",

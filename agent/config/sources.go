@@ -145,7 +145,7 @@ func (c *Config) checkSource(key string, s *SourceConfig, i int) Errors {
 		}
 	case "command":
 		if len(s.Command) == 0 || s.Command[0] == "" {
-			bad(".command", `a command source needs a program and its arguments, e.g. [docker, logs, --follow, --since, 0s, mailserver]`)
+			bad(".command", `a command source needs a program and its arguments, e.g. [docker, logs, --follow, mailserver]`)
 		}
 		if s.Stderr == "" {
 			s.Stderr = "log"
