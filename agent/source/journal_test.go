@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -280,4 +281,30 @@ func TestJournalRefusedCursor(t *testing.T) {
 	c.waitText("new 0")
 	c.stop()
 	checkExactlyOnce(t, c.snapshot(), []string{"new 0"})
+}
+
+// TestJournalUnreadable: a journal mailban may not read (run as a user
+// outside the systemd-journal group) is an error in the status, not
+// silence.
+func TestJournalUnreadable(t *testing.T) {
+	journaldtest.Need(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run journalctl as another user")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not found")
+	}
+	// journalctl as nobody: a wrapper, since the source runs one program.
+	wrapper := filepath.Join(t.TempDir(), "journalctl-as-nobody")
+	script := "#!/bin/sh\nexec " + setpriv + " --reuid=65534 --regid=65534 --clear-groups journalctl \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := journalConfig(uniqueIdent(t))
+	cfg.Journalctl = wrapper
+	cfg.StartAtEnd = false
+	j, c := startJournal(t, cfg, nil)
+	waitFor(t, "an error", func() bool { return strings.Contains(j.Status()[0].LastError, "permission") })
+	c.stop()
 }
