@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +49,10 @@ type Options struct {
 	// Enforcers are added to those the configuration names, for programs
 	// that embed the agent and for tests that watch its decisions.
 	Enforcers []Enforcer
+	// Stdin is what a source of type stdin reads: the process's standard
+	// input, made interruptible where it can be (a pipe in non-blocking
+	// mode), so that stopping does not wait for the next line.
+	Stdin io.Reader
 }
 
 // Source is one stream of log lines. Run sends lines until ctx is done and
@@ -55,12 +62,20 @@ type Source interface {
 	Run(ctx context.Context, out chan<- source.Line) error
 }
 
+// committedWatcher is a Source that wants to know when a cursor it
+// delivered is saved with the counters: a push feed answers its sender only
+// then (source.Webhook).
+type committedWatcher interface {
+	Committed(stream string, value []byte)
+}
+
 // Agent is a running mailban.
 type Agent struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
 	clock  rules.Clock
 	m      *metrics
+	srcM   *source.Metrics
 	store  *state.Store
 	engine *rules.Engine
 	opt    Options
@@ -83,6 +98,7 @@ type Agent struct {
 
 type runningSource struct {
 	cfg    config.SourceConfig
+	src    Source
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -123,6 +139,10 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		positions: map[string][]byte{},
 		dirtyPos:  map[string]struct{}{},
 		lineCount: map[string]prometheus.Counter{},
+	}
+	var err error
+	if a.srcM, err = source.NewMetrics(opt.Registry); err != nil {
+		return nil, err
 	}
 	rc, err := a.rulesConfig(cfg)
 	if err != nil {
@@ -348,11 +368,18 @@ func (a *Agent) process(l source.Line) {
 		a.lineCount[l.Source] = c
 	}
 	c.Inc()
-	switch {
+	switch p := a.parsers[l.Source]; {
 	case l.Event != nil:
 		a.observe(l.Event)
-	case a.parsers[l.Source] != nil:
-		if ev, ok := a.parsers[l.Source].Parse(l.Text, l.Arrival); ok {
+	case p == nil:
+	case !l.Time.IsZero():
+		// The source split the header off (the journal): the parser
+		// reads the message as the program's, at the entry's time.
+		if ev, ok := p.ParseMessage(l.Time, l.Program, l.Text); ok {
+			a.observe(&ev)
+		}
+	default:
+		if ev, ok := p.Parse(l.Text, l.Arrival); ok {
 			a.observe(&ev)
 		}
 	}
@@ -442,8 +469,28 @@ func (a *Agent) checkpoint() {
 	}
 	a.m.stateCommits.Inc()
 	a.m.stateSize.Set(float64(a.store.Size()))
+	a.notifyCommitted(a.pending)
 	clear(a.pending)
 	a.pending = a.pending[:0]
+}
+
+// notifyCommitted tells the running sources that want to know which of
+// their cursors are now saved.
+func (a *Agent) notifyCommitted(records []state.Record) {
+	for _, r := range records {
+		if r.Bucket != positionsBucket {
+			continue
+		}
+		name, stream, ok := strings.Cut(string(r.Key), "\x00")
+		if !ok {
+			continue
+		}
+		if rs := a.sources[name]; rs != nil {
+			if w, ok := rs.src.(committedWatcher); ok {
+				w.Committed(stream, r.Value)
+			}
+		}
+	}
 }
 
 func (a *Agent) updateGauges() {
@@ -456,26 +503,43 @@ func (a *Agent) updateGauges() {
 }
 
 func (a *Agent) newSource(s config.SourceConfig) (Source, error) {
-	switch s.Type {
-	case "file":
-		saved := map[string][]byte{}
-		prefix := s.Name + "\x00"
-		for key, v := range a.positions {
-			if stream, ok := cutPrefix(key, prefix); ok {
-				saved[stream] = v
-			}
+	saved := map[string][]byte{}
+	prefix := s.Name + "\x00"
+	for key, v := range a.positions {
+		if stream, ok := cutPrefix(key, prefix); ok {
+			saved[stream] = v
 		}
-		f, err := source.NewFile(s.FileSource(), saved, a.log)
-		if errors.Is(err, source.ErrBadCursor) {
-			// A saved position that cannot be read must not keep the source
-			// down: start it as if it were new, and say what that means.
-			a.log.Warn("saved read positions are unreadable; reading as if for the first time (start-at applies)",
-				"source", s.Name, "error", err)
-			return source.NewFile(s.FileSource(), nil, a.log)
-		}
-		return f, err
 	}
-	return nil, fmt.Errorf("unknown source type %q", s.Type)
+	build := func(saved map[string][]byte) (Source, error) {
+		switch s.Type {
+		case "file":
+			return source.NewFile(s.FileSource(), saved, a.log)
+		case "journald":
+			return source.NewJournal(s.JournalSource(), saved, a.log, a.srcM)
+		case "command":
+			return source.NewCommand(s.CommandSource(), saved, a.log, a.srcM)
+		case "stdin":
+			if a.opt.Stdin == nil {
+				return nil, errors.New("no standard input to read")
+			}
+			return source.NewStdin(s.StdinSource(), a.opt.Stdin, saved, a.log, a.srcM)
+		case "webhook":
+			wc := s.WebhookSource()
+			// A delivery waits for the checkpoint that saves its events.
+			wc.AckTimeout = max(source.DefaultAckTimeout, 3*time.Duration(a.cfg.State.CheckpointInterval))
+			return source.NewWebhook(wc, saved, a.log, a.srcM)
+		}
+		return nil, fmt.Errorf("unknown source type %q", s.Type)
+	}
+	src, err := build(saved)
+	if errors.Is(err, source.ErrBadCursor) {
+		// A saved position that cannot be read must not keep the source
+		// down: start it as if it were new, and say what that means.
+		a.log.Warn("saved read positions are unreadable; reading as if for the first time (start-at applies)",
+			"source", s.Name, "error", err)
+		return build(nil)
+	}
+	return src, err
 }
 
 func cutPrefix(s, prefix string) (string, bool) {
@@ -491,7 +555,7 @@ func (a *Agent) startSource(ctx context.Context, s config.SourceConfig) error {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	rs := &runningSource{cfg: s, cancel: cancel, done: make(chan struct{})}
+	rs := &runningSource{cfg: s, src: src, cancel: cancel, done: make(chan struct{})}
 	a.sources[s.Name] = rs
 	go func() {
 		defer close(rs.done)
@@ -597,6 +661,10 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	a.stopSources(ctx, stop)
+	// Save what the stopped sources delivered before they start again
+	// from it: a push source takes its saved cursor as saved, and answers
+	// retries of its events at once.
+	a.checkpoint()
 
 	old := a.enforcers
 	a.parsers, a.enforcers = ps, enfs
@@ -623,9 +691,12 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
+// sameSource reports whether a running source can go on under b: every
+// setting but those of its parser (formats, time zone) is unchanged.
 func sameSource(a, b config.SourceConfig) bool {
-	return a.Type == b.Type && slices.Equal(a.Paths, b.Paths) && a.StartAt == b.StartAt &&
-		a.Poll == b.Poll && a.PollInterval == b.PollInterval
+	a.Formats, b.Formats = nil, nil
+	a.Timezone, b.Timezone = config.Location{}, config.Location{}
+	return reflect.DeepEqual(a, b)
 }
 
 func (a *Agent) closeEnforcers(es []Enforcer) {

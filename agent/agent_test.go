@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -135,5 +136,33 @@ func TestReportedEventsAreCountedAndKept(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A source restarts on reload only when a setting its reader uses changed,
+// not for its formats or time zone (the parser is swapped instead).
+func TestSameSource(t *testing.T) {
+	base := config.SourceConfig{Name: "j", Type: "journald", Matches: []string{"_SYSTEMD_UNIT=postfix@-.service"}, StartAt: "end"}
+	cases := []struct {
+		name   string
+		change func(s *config.SourceConfig)
+		same   bool
+	}{
+		{"nothing", func(*config.SourceConfig) {}, true},
+		{"formats", func(s *config.SourceConfig) { s.Formats = []string{"postfix"} }, true},
+		{"time zone", func(s *config.SourceConfig) { s.Timezone = config.Location{Location: time.UTC} }, true},
+		{"matches", func(s *config.SourceConfig) { s.Matches = []string{"SYSLOG_IDENTIFIER=dovecot"} }, false},
+		{"restart delay", func(s *config.SourceConfig) { s.RestartDelay = config.Duration(time.Minute) }, false},
+		{"command", func(s *config.SourceConfig) { s.Command = []string{"docker"} }, false},
+		{"follow", func(s *config.SourceConfig) { s.Follow = "newest" }, false},
+		{"listen", func(s *config.SourceConfig) { s.Listen = "127.0.0.1:1" }, false},
+	}
+	for _, tc := range cases {
+		b := base
+		b.Matches = slices.Clone(base.Matches)
+		tc.change(&b)
+		if got := sameSource(base, b); got != tc.same {
+			t.Errorf("%s changed: sameSource = %v, want %v", tc.name, got, tc.same)
+		}
 	}
 }

@@ -46,6 +46,8 @@ type Config struct {
 
 	// File is where the configuration was read from ("" for built-in defaults).
 	File string `yaml:"-"`
+
+	given [][]givenKey // per source, the keys the file gives, for sourceKeys
 }
 
 // LogConfig is about mailban's own log.
@@ -100,7 +102,9 @@ type AllowlistConfig struct {
 	HostAddresses bool      `yaml:"host-addresses"`
 }
 
-// SourceConfig is one place to read log lines from.
+// SourceConfig is one place to read log lines from. Which keys apply
+// depends on Type (sourceKeys); a key given for a type it does not apply
+// to is an error.
 type SourceConfig struct {
 	Name         string   `yaml:"name"`
 	Type         string   `yaml:"type"`
@@ -110,6 +114,34 @@ type SourceConfig struct {
 	Poll         bool     `yaml:"poll"`
 	PollInterval Duration `yaml:"poll-interval"`
 	Timezone     Location `yaml:"timezone"`
+	// Follow is how a file source reads a glob pattern's matches: each
+	// (every match followed at once) or newest (one after another in name
+	// order, for dated files such as stalwart.log.2026-01-10).
+	Follow Follow `yaml:"follow"`
+
+	// Matches select journal entries (journald): one alternative per item,
+	// FIELD=value terms within one separated by spaces.
+	Matches          []string `yaml:"matches"`
+	Journalctl       string   `yaml:"journalctl"`
+	JournalDirectory string   `yaml:"journal-directory"`
+
+	// Command is a command's program and arguments (command), run without
+	// a shell.
+	Command []string `yaml:"command"`
+	// Stderr is what becomes of a command's standard error: log or lines.
+	Stderr Stderr `yaml:"stderr"`
+	// RestartDelay is the first wait before a command or journalctl that
+	// ended is started again; it doubles while runs fail, up to a minute.
+	RestartDelay Duration `yaml:"restart-delay"`
+
+	// Listen, URLPath and the signature key configure a webhook receiver.
+	Listen           string `yaml:"listen"`
+	URLPath          string `yaml:"url-path"`
+	SignatureKey     string `yaml:"signature-key"`
+	SignatureKeyFile string `yaml:"signature-key-file"`
+	MaxBodyBytes     int64  `yaml:"max-body-bytes"`
+
+	key []byte // the signature key, read from the file if one is named
 }
 
 // EnforcersConfig enables enforcers by giving their blocks.
@@ -351,6 +383,7 @@ func Parse(data []byte, name string) (*Config, error) {
 		}
 	}
 	cfg.resolvePaths(filepath.Dir(name))
+	cfg.given = givenSourceKeys(&doc)
 	// A value that did not decode is reported once, as such; and a mapping
 	// with a misspelt key is likely to lack the key it meant, so the checks'
 	// complaints about its siblings would only repeat the same mistake.
@@ -396,8 +429,16 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	c.State.Path = abs(c.State.Path)
 	for i := range c.Sources {
-		for j, p := range c.Sources[i].Paths {
-			c.Sources[i].Paths[j] = abs(p)
+		s := &c.Sources[i]
+		for j, p := range s.Paths {
+			s.Paths[j] = abs(p)
+		}
+		s.JournalDirectory = abs(s.JournalDirectory)
+		s.SignatureKeyFile = abs(s.SignatureKeyFile)
+		// A program named by a relative path with a slash (bin/tail-logs)
+		// is relative to the file too; a bare name is looked up in PATH.
+		if len(s.Command) > 0 && strings.Contains(s.Command[0], "/") {
+			s.Command[0] = abs(s.Command[0])
 		}
 	}
 }
@@ -501,18 +542,13 @@ func (c *Config) check() Errors {
 			bad(key+".name", "source name %q is already used by sources[%d]", s.Name, j)
 		}
 		names[s.Name] = i
-		switch s.Type {
-		case "file":
-			if len(s.Paths) == 0 {
-				bad(key+".paths", "a file source needs at least one path or glob pattern")
+		if _, known := sourceKeys[s.Type]; !known {
+			bad(key+".type", "unknown source type %q (this mailban reads: %s)", s.Type, strings.Join(sourceTypes, ", "))
+		} else {
+			if i < len(c.given) {
+				errs = append(errs, keysApply(key, s.Type, c.given[i])...)
 			}
-			for j, p := range s.Paths {
-				if _, err := filepath.Match(p, ""); err != nil {
-					bad(fmt.Sprintf("%s.paths[%d]", key, j), "bad glob pattern %q: %v", p, err)
-				}
-			}
-		default:
-			bad(key+".type", "unknown source type %q (this mailban reads: file)", s.Type)
+			errs = append(errs, c.checkSource(key, s, i)...)
 		}
 		if s.StartAt == "" {
 			s.StartAt = "end"
@@ -587,8 +623,11 @@ func formatErrors(key string, err error) Errors {
 }
 
 func defaultSourceName(s *SourceConfig, i int) string {
-	if s.Type == "file" && len(s.Paths) > 0 {
+	switch {
+	case s.Type == "file" && len(s.Paths) > 0:
 		return s.Paths[0]
+	case s.Type == "stdin":
+		return "stdin"
 	}
 	return fmt.Sprintf("%s-%d", s.Type, i)
 }
@@ -674,6 +713,7 @@ func (s *SourceConfig) FileSource() source.FileConfig {
 		Name:         s.Name,
 		Paths:        slices.Clone(s.Paths),
 		StartAtEnd:   s.StartAt != "beginning",
+		FollowNewest: s.Follow == "newest",
 		Poll:         s.Poll,
 		PollInterval: time.Duration(s.PollInterval),
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +90,59 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{
 			name: "unknown source type",
 			yaml: "sources:\n  - type: carrier-pigeon\n    paths: [/x]\n",
-			want: `t.yaml:2: sources[0].type: unknown source type "carrier-pigeon" (this mailban reads: file)`,
+			want: `t.yaml:2: sources[0].type: unknown source type "carrier-pigeon" (this mailban reads: file, journald, command, stdin, webhook)`,
+		},
+		{
+			name: "a key of another source type",
+			yaml: "sources:\n  - type: journald\n    paths: [/x]\n",
+			want: `t.yaml:3: sources[0].paths: does not apply to a journald source (it is for file sources; a journald source takes name, type, formats, matches, start-at, journalctl, journal-directory, restart-delay)`,
+		},
+		{
+			name: "a key two other types take",
+			yaml: "sources:\n  - type: webhook\n    formats: [postfix]\n    restart-delay: 1s\n",
+			want: "t.yaml:3: sources[0].formats: does not apply to a webhook source (it is for file and journald and command and stdin sources; a webhook source takes name, type, listen, url-path, signature-key, signature-key-file, max-body-bytes)\n" +
+				"t.yaml:4: sources[0].restart-delay: does not apply to a webhook source (it is for journald and command sources; a webhook source takes name, type, listen, url-path, signature-key, signature-key-file, max-body-bytes)",
+		},
+		{
+			name: "bad journal match",
+			yaml: "sources:\n  - type: journald\n    matches:\n      - _SYSTEMD_UNIT=postfix@-.service\n      - syslog_identifier=dovecot\n",
+			want: `t.yaml:5: sources[0].matches[1]: "syslog_identifier=dovecot" is not a journal match (FIELD=value, the field in capitals, e.g. _SYSTEMD_UNIT=postfix@-.service)`,
+		},
+		{
+			name: "command without a program",
+			yaml: "sources:\n  - type: command\n    stderr: lines\n",
+			want: `t.yaml:2: sources[0].command: a command source needs a program and its arguments, e.g. [docker, logs, --follow, mailserver]`,
+		},
+		{
+			name: "bad stderr and follow words",
+			yaml: "sources:\n  - type: command\n    command: [x]\n    stderr: drop\n  - paths: [/x]\n    follow: latest\n",
+			want: "t.yaml:4: sources[0].stderr: \"drop\" is not one of log, lines\n" +
+				"t.yaml:6: sources[1].follow: \"latest\" is not one of each, newest",
+		},
+		{
+			name: "standard input twice",
+			yaml: "sources:\n  - type: stdin\n  - type: stdin\n    name: again\n",
+			want: `t.yaml:3: sources[1].type: standard input is read by sources[0] already`,
+		},
+		{
+			name: "webhook open to the network without a key",
+			yaml: "sources:\n  - type: webhook\n    listen: 0.0.0.0:9848\n",
+			want: `t.yaml:3: sources[0].listen: 0.0.0.0:9848 is reachable from other hosts: anyone who reaches it could get addresses banned; set signature-key (Stalwart's webhook signature-key) or listen on loopback`,
+		},
+		{
+			name: "webhook key twice",
+			yaml: "sources:\n  - type: webhook\n    signature-key: abc\n    signature-key-file: /nonexistent/key\n",
+			want: `t.yaml:4: sources[0].signature-key-file: give the key or a file holding it, not both`,
+		},
+		{
+			name: "webhook key file missing",
+			yaml: "sources:\n  - type: webhook\n    signature-key-file: /nonexistent/key\n",
+			want: `t.yaml:3: sources[0].signature-key-file: read the key: open /nonexistent/key: no such file or directory`,
+		},
+		{
+			name: "two webhooks on one address",
+			yaml: "sources:\n  - type: webhook\n  - type: webhook\n    listen: 127.0.0.1:9848\n",
+			want: `t.yaml:4: sources[1].listen: 127.0.0.1:9848 is where sources[0] listens already`,
 		},
 		{
 			name: "two problems at once",
@@ -316,5 +369,91 @@ func TestNftablesDefaults(t *testing.T) {
 		if got != tc.want || n.IsRequired() != tc.required {
 			t.Errorf("%q:\n got %s required=%v\nwant %s required=%v", tc.yaml, got, n.IsRequired(), tc.want, tc.required)
 		}
+	}
+}
+
+// Every source key is listed for the types it applies to, and every listed
+// key is a key of SourceConfig.
+func TestSourceKeysCoverSourceConfig(t *testing.T) {
+	fields := yamlKeys(SourceConfig{})
+	listed := map[string]bool{}
+	for typ, keys := range sourceKeys {
+		for _, k := range keys {
+			listed[k] = true
+			if !slices.Contains(fields, k) {
+				t.Errorf("sourceKeys[%s] lists %q, which SourceConfig does not have", typ, k)
+			}
+		}
+	}
+	for _, f := range fields {
+		if !listed[f] {
+			t.Errorf("SourceConfig key %q applies to no source type in sourceKeys", f)
+		}
+	}
+	if len(sourceKeys) != len(sourceTypes) {
+		t.Errorf("sourceKeys has %d types, sourceTypes %d", len(sourceKeys), len(sourceTypes))
+	}
+}
+
+// Each source type's settings reach its source's configuration.
+func TestSourceTypes(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "stalwart.key")
+	if err := os.WriteFile(keyFile, []byte("k3y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := `
+sources:
+  - name: dated
+    paths: [logs/stalwart.log.*]
+    follow: newest
+  - name: journal
+    type: journald
+    matches: ["_SYSTEMD_UNIT=postfix@-.service", "SYSLOG_IDENTIFIER=dovecot"]
+    journal-directory: journal
+    start-at: beginning
+    restart-delay: 2s
+  - name: docker
+    type: command
+    command: [docker, logs, --follow, mx]
+    stderr: lines
+  - name: script
+    type: command
+    command: [bin/tail-logs, -x]
+  - type: stdin
+  - name: hooks
+    type: webhook
+    listen: "[::]:9848"
+    url-path: /stalwart
+    signature-key-file: stalwart.key
+    max-body-bytes: 1024
+`
+	path := filepath.Join(dir, "mailban.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Sources
+	if f := s[0].FileSource(); !f.FollowNewest || f.Paths[0] != filepath.Join(dir, "logs/stalwart.log.*") {
+		t.Errorf("file source %+v", f)
+	}
+	if j := s[1].JournalSource(); j.Directory != filepath.Join(dir, "journal") || j.StartAtEnd || j.RestartDelay != 2*time.Second ||
+		len(j.Matches) != 2 || j.Journalctl != "" {
+		t.Errorf("journald source %+v", j)
+	}
+	if c := s[2].CommandSource(); strings.Join(c.Argv, " ") != "docker logs --follow mx" || !c.StderrLines {
+		t.Errorf("command source %+v", c)
+	}
+	if c := s[3].CommandSource(); c.Argv[0] != filepath.Join(dir, "bin/tail-logs") || c.StderrLines {
+		t.Errorf("command source %+v", c)
+	}
+	if st := s[4].StdinSource(); st.Name != "stdin" {
+		t.Errorf("stdin source %+v", st)
+	}
+	if w := s[5].WebhookSource(); string(w.Key) != "k3y" || w.Listen != "[::]:9848" || w.Path != "/stalwart" || w.MaxBodyBytes != 1024 {
+		t.Errorf("webhook source %+v", w)
 	}
 }

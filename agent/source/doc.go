@@ -1,6 +1,7 @@
-// Package source turns the places mail servers log to into one ordered stream
-// of Lines per source, each Line carrying a Cursor from which the source can
-// resume after a restart: no line lost, none delivered twice.
+// Package source turns the places mail servers log to (files, the journal, a
+// command's output, standard input, Stalwart's webhooks) into one ordered
+// stream of Lines per source, each Line carrying a Cursor from which the
+// source can resume after a restart: no line lost, none delivered twice.
 //
 // File follows log files by path or glob pattern, one stream per path. It
 // reads with github.com/nxadm/tail, but pins the library to one inode (it is
@@ -20,8 +21,29 @@
 // delivered. A follower that stalls later (its watch lost) is restarted
 // once, and the file polled (250ms) should it stall again.
 //
+// With FollowNewest, a glob pattern is one stream that reads its matches one
+// after another in name order (dated logs), each finished before the next
+// (newest.go).
+//
+// Journal reads the systemd journal through journalctl; its Cursor is the
+// journal's own. Command runs a program and Stdin reads standard input:
+// output without offsets, whose Cursor records how many lines of the current
+// output were read and their hashes, so that a producer that prints its
+// history again is skipped up to where reading stopped (replay.go). Webhook
+// receives Stalwart's event deliveries and answers each only once the agent
+// has saved its events (Committed); its Cursor remembers the digests of the
+// events last counted, so that a delivery retried after its answer was lost
+// is not counted twice. Stalwart's structured events, from webhooks or
+// journald fields, become Events without a text format (stalwart.go).
+//
 // Limits: nxadm/tail reads a whole line into memory before File cuts it to
 // MaxLineBytes (File's own reads never hold more than that); two sources (in
 // one process) following one file with inotify end up polling it, because the
 // library's process-wide inotify table keeps one name per inode.
+// journalctl --follow (systemd 252) reads the current boot only: what an
+// earlier boot wrote after the saved cursor (its last moments) is not read.
+// A Webhook counts two events alike in every field (type, second, address,
+// port, account) but delivered in different requests once. A command whose
+// output starts with the same 16 lines as before but then differs is read
+// as a replay up to the old line count (logged as such).
 package source

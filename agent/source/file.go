@@ -31,6 +31,12 @@ type FileConfig struct {
 	// its beginning. Files that appear later are always read from their
 	// beginning, so that nothing written to a new log is missed.
 	StartAtEnd bool
+	// FollowNewest makes each glob pattern one stream (Cursor.Stream is the
+	// pattern) that reads the pattern's matches one after another in name
+	// order and stays on the last: for logs that start a new dated file
+	// (stalwart.log.2026-01-10) instead of rotating one name. Without it,
+	// every match is a stream of its own, followed at the same time.
+	FollowNewest bool
 	// Poll makes the follower stat files for growth instead of using inotify
 	// (for file systems where inotify says nothing, such as NFS).
 	Poll bool
@@ -232,6 +238,12 @@ func (f *File) discover(initial bool, active map[string]bool, start func(path st
 			continue
 		}
 		globs = true
+		if f.cfg.FollowNewest {
+			if !active[p] {
+				start(p, false, initial)
+			}
+			continue
+		}
 		matches, err := filepath.Glob(p)
 		if err != nil { // only ErrBadPattern, which withDefaults ruled out
 			f.logger.Error("evaluate glob", "pattern", p, "err", err)
@@ -333,6 +345,7 @@ type StreamStatus struct {
 
 	follower string // the name nxadm/tail follows, for tests
 	watching bool   // the follower is past its start-up check, for tests
+	checked  bool   // the path was looked at at least once, for tests
 }
 
 // Status reports each stream's state, sorted by path.

@@ -12,6 +12,14 @@ type Line struct {
 	Text    string    // the line without its trailing newline
 	Arrival time.Time // when mailban read it; the time of lines that carry none of their own
 	Cursor  Cursor    // where reading resumes after this line
+	// Time and Program are set by sources whose records come with the
+	// syslog header already split off (the journal keeps a message's time
+	// and program apart from its text): Text is then the message alone,
+	// Time its time (never zero for such a line) and Program its program
+	// tag ("" when it has none). The agent hands such a line to the parser
+	// as it is instead of looking for a header in Text.
+	Time    time.Time
+	Program string
 	// Event, when set, is what the line says, already known to the source
 	// (a push feed that sends structured events, a hook's report): the agent
 	// counts it as it is and does not parse Text, which is kept as evidence.

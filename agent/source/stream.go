@@ -41,6 +41,9 @@ type stream struct {
 	searched   bool      // saved was looked for among rotated files
 	startAtEnd bool      // first sight at start: begin after the last complete line
 	fromGlob   bool      // found by a glob: ends when the path is gone
+	newest     bool      // path is a pattern whose matches are read one after another (newest.go)
+	target     string    // the file the last check found to read: path, or a match of the pattern
+	after      string    // newest: the name of the last file opened
 	gone       bool      // the last check found no file to read
 	poll       bool
 	stalled    bool // the watchdog restarted an inotify follower once
@@ -64,6 +67,7 @@ type stream struct {
 // tracked is one open file of a stream.
 type tracked struct {
 	f    *os.File
+	name string // the name it was opened under
 	id   fileID
 	fp   fingerprint // of the first min(pos, fingerprintSize) bytes
 	head []byte      // the bytes fp was taken from, when known
@@ -136,6 +140,8 @@ func (f *File) newStream(path string, fromGlob, initial bool, out chan<- Line) *
 		out:        out,
 		startAtEnd: initial && f.cfg.StartAtEnd,
 		fromGlob:   fromGlob,
+		newest:     f.cfg.FollowNewest && isGlob(path),
+		target:     path,
 		poll:       f.poll,
 		lr:         newLineReader(f.cfg.MaxLineBytes),
 	}
@@ -201,9 +207,15 @@ func (s *stream) finished() bool {
 // a path that appeared, a rotation, a truncation, a stuck follower, late lines
 // in rotated files. It returns an error only when ctx is done.
 func (s *stream) check(ctx context.Context) error {
-	id, perr := statPath(s.path)
-	if s.cur == nil && perr != nil && errors.Is(perr, fs.ErrNotExist) {
-		s.adoptSaved()
+	var id fileID
+	var perr error
+	if s.newest {
+		s.target, id, perr = s.nextMatch()
+	} else {
+		id, perr = statPath(s.path)
+		if s.cur == nil && perr != nil && errors.Is(perr, fs.ErrNotExist) {
+			s.adoptSaved()
+		}
 	}
 	var err error
 	switch c := s.cur; {
@@ -225,6 +237,7 @@ func (s *stream) check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.update(func(st *StreamStatus) { st.checked = true })
 	return s.readRetired(ctx)
 }
 
@@ -265,7 +278,11 @@ func describeType(m fs.FileMode) string {
 func (s *stream) unavailable(err error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		if !s.waitLogged && !s.fromGlob {
-			s.log.Info("waiting for the file to appear")
+			if s.newest {
+				s.log.Info("waiting for a file to match the pattern")
+			} else {
+				s.log.Info("waiting for the file to appear")
+			}
 			s.waitLogged = true
 		}
 		s.update(func(st *StreamStatus) { st.State = stateWaiting; st.Offset, st.Size = 0, 0 })
@@ -296,14 +313,14 @@ func (s *stream) adoptSaved() {
 	}
 	s.saved = nil
 	s.log.Info("path gone; resuming in the file it was renamed to", "file", rf.name, "offset", sv.off)
-	s.cur = &tracked{f: rf.f, id: rf.id, fp: sv.fp, pos: sv.off}
+	s.cur = &tracked{f: rf.f, name: rf.name, id: rf.id, fp: sv.fp, pos: sv.off}
 	s.src.hold(rf.id, s.path)
 }
 
 // open makes the path's file the stream's current file and starts following
 // it from where the cursor, the start rules or an earlier reading say.
 func (s *stream) open(ctx context.Context) error {
-	f, err := os.Open(s.path)
+	f, err := os.Open(s.target)
 	if err != nil {
 		s.gone = true
 		s.unavailable(err)
@@ -311,13 +328,13 @@ func (s *stream) open(ctx context.Context) error {
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s: %w (%s)", s.path, errNotRegular, describeType(fi.Mode()))
+		err = fmt.Errorf("%s: %w (%s)", s.target, errNotRegular, describeType(fi.Mode()))
 	}
 	var id fileID
 	if err == nil {
 		var ok bool
 		if id, ok = fileIDOf(fi); !ok {
-			err = fmt.Errorf("%s: no device and inode", s.path)
+			err = fmt.Errorf("%s: no device and inode", s.target)
 		}
 	}
 	if err != nil {
@@ -335,7 +352,8 @@ func (s *stream) open(ctx context.Context) error {
 	s.gone = false
 	s.waitLogged = false
 	s.clearProblem()
-	c := &tracked{f: f, id: id, size: fi.Size()}
+	c := &tracked{f: f, name: s.target, id: id, size: fi.Size()}
+	s.after = s.target
 	s.src.hold(id, s.path)
 	atEnd := s.startAtEnd
 	s.startAtEnd = false
@@ -365,7 +383,11 @@ func (s *stream) startPosition(ctx context.Context, c *tracked, atEnd bool) (int
 			s.log.Info("resuming at the saved position", "offset", sv.off)
 			return sv.off, nil
 		}
-		rf, err := findRotated(s.path, sv, c.id)
+		var rf *rotatedFile
+		var err error
+		if !s.newest { // nextMatch looked for the saved file among the matches
+			rf, err = findRotated(s.path, sv, c.id)
+		}
 		if err != nil {
 			s.problem("look for rotated file", err)
 		}
@@ -377,7 +399,7 @@ func (s *stream) startPosition(ctx context.Context, c *tracked, atEnd bool) (int
 		s.log.Info("the file was rotated while stopped; reading the rest of the old one first",
 			"old", rf.name, "how", rf.how, "offset", sv.off)
 		s.update(func(st *StreamStatus) { st.Rotations++ })
-		old := &tracked{f: rf.f, id: rf.id, fp: sv.fp, pos: sv.off}
+		old := &tracked{f: rf.f, name: rf.name, id: rf.id, fp: sv.fp, pos: sv.off}
 		s.src.hold(old.id, s.path)
 		if rf.how == "renamed" {
 			// Its writer may not have reopened the path yet: read it now,
@@ -535,14 +557,18 @@ func (s *stream) truncated(ctx context.Context, c *tracked, restart bool) error 
 	s.update(func(st *StreamStatus) { st.Truncations++ })
 	c.pos, c.pendingSince = 0, time.Time{}
 	c.resetHead()
-	rf, err := findRotated(s.path, position{id: c.id, fp: oldFP, off: oldPos}, c.id)
+	siblingsOf := s.path
+	if s.newest {
+		siblingsOf = c.name
+	}
+	rf, err := findRotated(siblingsOf, position{id: c.id, fp: oldFP, off: oldPos}, c.id)
 	if err != nil {
 		s.problem("look for the copy of a truncated file", err)
 	}
 	switch {
 	case rf != nil:
 		s.log.Info("file truncated; reading the lines it lost from its copy", "copy", rf.name, "offset", oldPos)
-		cp := &tracked{f: rf.f, id: rf.id, fp: oldFP, pos: oldPos}
+		cp := &tracked{f: rf.f, name: rf.name, id: rf.id, fp: oldFP, pos: oldPos}
 		s.src.hold(cp.id, s.path)
 		err := s.drain(ctx, cp, true)
 		s.closeTracked(cp)
@@ -606,7 +632,11 @@ func (s *stream) leave(ctx context.Context, c *tracked, id fileID, perr error) e
 			return nil
 		}
 	}
-	s.log.Info("file rotated; following the new one", "old_offset", c.pos)
+	if s.newest {
+		s.log.Info("a later file matches; following it after the current one", "old", c.name, "old_offset", c.pos, "new", s.target)
+	} else {
+		s.log.Info("file rotated; following the new one", "old_offset", c.pos)
+	}
 	s.retire(c)
 	s.cur = nil
 	return s.open(ctx)

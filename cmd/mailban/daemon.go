@@ -6,17 +6,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/mailban/mailban/agent"
 	"github.com/mailban/mailban/agent/config"
 )
 
-func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
+func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	path := fs.String("config", config.DefaultPath, "configuration `file`")
 	fresh := fs.Bool("fresh-state", false, "if the state file is corrupt, move it aside and start with empty state")
@@ -28,7 +30,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	level.Set(slog.Level(cfg.Log.Level))
 	logger := newLogger(stderr, cfg.Log.Format, level)
 
-	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh})
+	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh, Stdin: interruptible(stdin)})
 	if err != nil {
 		return err
 	}
@@ -103,7 +105,54 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 		if len(s.Formats) > 0 {
 			formats = fmt.Sprint(s.Formats)
 		}
-		fmt.Fprintf(stdout, "  source %s: %s %v, %s\n", s.Name, s.Type, s.Paths, formats)
+		fmt.Fprintf(stdout, "  source %s: %s, %s\n", s.Name, describeSource(s), formats)
 	}
 	return nil
+}
+
+// interruptible returns standard input in a form whose pending read a
+// stopping source can end: a pipe or socket is put in non-blocking mode,
+// which Go's runtime then polls (and a read deadline interrupts). Anything
+// else (a terminal, a file, /dev/null) is returned as it is; a terminal is
+// left alone because the shell shares its mode.
+func interruptible(r io.Reader) io.Reader {
+	f, ok := r.(*os.File)
+	if !ok {
+		return r
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&(fs.ModeNamedPipe|fs.ModeSocket) == 0 {
+		return r
+	}
+	fd := int(f.Fd())
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return r
+	}
+	return os.NewFile(uintptr(fd), f.Name())
+}
+
+// describeSource says in a few words what a source reads.
+func describeSource(s config.SourceConfig) string {
+	switch s.Type {
+	case "journald":
+		if len(s.Matches) == 0 {
+			return "the whole journal"
+		}
+		return "journal entries matching " + strings.Join(s.Matches, " or ")
+	case "command":
+		return "the output of " + strings.Join(s.Command, " ")
+	case "stdin":
+		return "standard input"
+	case "webhook":
+		signed := "unsigned"
+		if s.SignatureKey != "" || s.SignatureKeyFile != "" {
+			signed = "signed"
+		}
+		return fmt.Sprintf("%s webhooks at http://%s%s", signed, s.Listen, s.URLPath)
+	}
+	how := ""
+	if s.Follow == "newest" {
+		how = " (newest match)"
+	}
+	return fmt.Sprintf("files %v%s", s.Paths, how)
 }

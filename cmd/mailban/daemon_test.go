@@ -41,7 +41,14 @@ type daemon struct {
 
 func startDaemon(t *testing.T, bin, config string) *daemon {
 	t.Helper()
+	return startDaemonWith(t, bin, config, nil)
+}
+
+// startDaemonWith starts the daemon with stdin as its standard input.
+func startDaemonWith(t *testing.T, bin, config string, stdin io.Reader) *daemon {
+	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", config)
+	cmd.Stdin = stdin
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var err error
 	switch cmd {
 	case "run":
-		err = runDaemon(ctx, rest, stderr)
+		err = runDaemon(ctx, rest, stdin, stderr)
 	case "check-config":
 		err = checkConfig(rest, stdout, stderr)
 	case "test":
