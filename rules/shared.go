@@ -403,3 +403,99 @@ func (e *Engine) pruneHeads(now int64) {
 		}
 	}
 }
+
+// HandBack gives the store what the engine counted in its own windows
+// while the store was failing (see DrainCounts), as failures and
+// successes tallied in time order, and returns the decisions that makes.
+// When the store fails again the counts go back into the engine's windows.
+func (e *Engine) HandBack() ([]Decision, error) {
+	if e.store == nil {
+		return nil, nil
+	}
+	e.sharedMu.Lock()
+	defer e.sharedMu.Unlock()
+	counts := e.DrainCounts()
+	if len(counts) == 0 {
+		return nil, nil
+	}
+	e.mu.Lock()
+	now := e.clock.Now().UnixNano()
+	var ops []Op
+	for _, c := range counts {
+		for _, t := range c.Times {
+			op := Op{Kind: OpFailure, Time: t, Now: now, Attempts: 1}
+			if c.Group.IsValid() {
+				op.Group = c.Group
+				op.Refused = e.refused(c.Group.Addr(), c.Group.Addr().As16(), t)
+				if op.Refused {
+					continue
+				}
+			} else {
+				op.Login = c.Login
+			}
+			ops = append(ops, op)
+		}
+		for _, s := range c.Successes {
+			ops = append(ops, Op{Kind: OpSuccess, Group: s.Group, Login: c.Login, Time: s.Time, Now: now, Attempts: 1})
+		}
+	}
+	slices.SortStableFunc(ops, func(a, b Op) int {
+		switch {
+		case a.Time < b.Time:
+			return -1
+		case a.Time > b.Time:
+			return 1
+		}
+		return 0
+	})
+	e.mu.Unlock()
+
+	var outs []Outcome
+	var err error
+	if len(ops) > 0 {
+		outs, err = e.store.Tally(ops, nil)
+		if err == nil && len(outs) != len(ops) {
+			err = errors.New("store returned the wrong number of outcomes")
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		e.putBack(counts)
+		return nil, err
+	}
+	var out []Decision
+	var none parsers.Event
+	for i := range ops {
+		if ops[i].Kind == OpFailure {
+			out = e.settle(&none, &ops[i], &outs[i], now, out)
+		}
+	}
+	return out, nil
+}
+
+// putBack returns drained counts to the engine's windows.
+func (e *Engine) putBack(counts []Counts) {
+	for _, c := range counts {
+		if len(c.Times) == 0 {
+			continue
+		}
+		if c.Group.IsValid() {
+			k := c.Group.Addr().As16()
+			w := e.addrs[k]
+			times := slices.Sorted(slices.Values(append(w.appendTimes(&e.slab, nil), c.Times...)))
+			w.setTimes(&e.slab, times)
+			e.markAddr(k, &w)
+			e.addrs[k] = w
+			continue
+		}
+		ls := e.logins[c.Login]
+		if ls == nil {
+			ls = &loginState{}
+			e.logins[c.Login] = ls
+		}
+		times := slices.Sorted(slices.Values(append(ls.win.appendTimes(&e.slab, nil), c.Times...)))
+		ls.win.setTimes(&e.slab, times)
+		e.touchLogin(c.Login, dirtyWindow)
+	}
+}
