@@ -91,7 +91,8 @@ type Store struct {
 	publish  *redis.Script
 	catchUp  *redis.Script
 	prune    *redis.Script
-	loaded   bool // the scripts are known to be loaded in Redis
+	sources  []string // of the scripts, for SCRIPT LOAD
+	loaded   bool     // the scripts are known to be loaded in Redis
 	outbox   []outItem
 	outIndex map[string]int // field → index in outbox
 	lastID   string         // the stream entry read last
@@ -178,6 +179,23 @@ func (wallClock) Now() time.Time { return time.Now() }
 // Close closes the connections.
 func (s *Store) Close() error { return s.rdb.Close() }
 
+// Stats says what the store did so far.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	outbox := len(s.outbox)
+	s.mu.Unlock()
+	return Stats{
+		Up:           s.up.Load(),
+		RoundTrips:   s.m.roundTrips.value(),
+		SharedEvents: s.m.redisOps.value(),
+		LocalEvents:  s.m.localOps.value(),
+		Errors:       s.m.errors.value(),
+		Outbox:       outbox,
+		Received:     s.m.received.value(),
+		Resyncs:      s.m.resyncs.value(),
+	}
+}
+
 // Up reports whether counting happens in Redis now.
 func (s *Store) Up() bool { return s.up.Load() }
 
@@ -186,8 +204,9 @@ func (s *Store) Configure(rc rules.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rc = rc
-	s.tally = redis.NewScript(buildScript(rc, s.k, s.cfg.Host, luaTally))
-	s.publish = redis.NewScript(buildScript(rc, s.k, s.cfg.Host, luaPublish))
+	tally, publish := buildScript(rc, s.k, s.cfg.Host, luaTally), buildScript(rc, s.k, s.cfg.Host, luaPublish)
+	s.tally, s.publish = redis.NewScript(tally), redis.NewScript(publish)
+	s.sources = []string{tally, publish, luaCatchUp, luaPrune}
 	s.loaded = false
 	return nil
 }
@@ -199,8 +218,10 @@ func (s *Store) loadScripts(ctx context.Context) error {
 		return nil
 	}
 	pipe := s.rdb.Pipeline()
-	for _, sc := range []*redis.Script{s.tally, s.publish, s.catchUp, s.prune} {
-		sc.Load(ctx, pipe)
+	for _, src := range s.sources {
+		// Not redis.Script.Load: in a pipeline it would take the empty
+		// reply as the script's SHA.
+		pipe.ScriptLoad(ctx, src)
 	}
 	s.m.roundTrips.Inc()
 	if _, err := pipe.Exec(ctx); err != nil {
