@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/mailban/mailban/agent/source"
 	"github.com/mailban/mailban/agent/state"
 	"github.com/mailban/mailban/enforcers/dryrun"
+	"github.com/mailban/mailban/fleet"
 	"github.com/mailban/mailban/parsers"
 	"github.com/mailban/mailban/rules"
 )
@@ -61,6 +63,7 @@ type Agent struct {
 	m      *metrics
 	store  *state.Store
 	engine *rules.Engine
+	fleet  *fleet.Store // nil: this host alone
 	opt    Options
 
 	lines   chan source.Line
@@ -75,6 +78,8 @@ type Agent struct {
 	dirtyPos  map[string]struct{}
 	pending   []state.Record // changes not yet committed (kept across a failed commit)
 	decided   []rules.Decision
+	batch     []parsers.Event // the burst's events, observed together
+	batchPtrs []*parsers.Event
 	lineCount map[string]prometheus.Counter
 }
 
@@ -144,9 +149,37 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		a.store.Close()
 		return nil, err
 	}
+	if cfg.Fleet != nil {
+		if err := a.joinFleet(cfg.Fleet); err != nil {
+			a.store.Close()
+			return nil, err
+		}
+	}
 	a.cfg = cfg
 	return a, nil
 }
+
+// joinFleet makes the engine count in the fleet's Redis. Connecting waits
+// for Run: a Redis that is down does not keep mailban from starting.
+func (a *Agent) joinFleet(fc *config.FleetConfig) error {
+	fo, err := fc.Options()
+	if err != nil {
+		return err
+	}
+	fo.Clock = a.clock
+	a.fleet, err = fleet.New(fo, a.log, a.reg)
+	if err != nil {
+		return err
+	}
+	if err := a.engine.UseStore(a.fleet); err != nil {
+		a.fleet.Close()
+		return fmt.Errorf("join fleet: %w", err)
+	}
+	return nil
+}
+
+// Fleet is the fleet store, or nil when this host is alone.
+func (a *Agent) Fleet() *fleet.Store { return a.fleet }
 
 // restore loads positions and rule state saved by the last run.
 func (a *Agent) restore() error {
@@ -248,6 +281,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		wg.Go(func() { a.serveMetrics(httpCtx, a.cfg.Metrics.Listen) })
 	}
 
+	var fleetDecisions <-chan []rules.Decision
+	var fleetReady <-chan struct{}
+	if a.fleet != nil {
+		// Catch up before enforcers reconcile, so that they start with
+		// what the fleet holds.
+		a.resyncFleet(ctx)
+		fleetDecisions, fleetReady = a.fleet.Decisions(), a.fleet.Ready()
+		wg.Go(func() { a.fleet.Run(ctx) })
+	}
 	a.reconcile(ctx)
 	a.m.reloadSuccess.Set(1)
 	a.m.reloadTime.Set(float64(time.Now().Unix()))
@@ -273,6 +315,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.decided = append(a.decided, a.engine.Expire()...)
 			a.enforce(ctx)
 			a.updateGauges()
+		case ds := <-fleetDecisions:
+			for _, d := range ds {
+				if a.engine.ApplyShared(d) {
+					a.decided = append(a.decided, d)
+				}
+			}
+			a.enforce(ctx)
+		case <-fleetReady:
+			a.resyncFleet(ctx)
+			a.enforce(ctx)
 		case <-checkpoint.C:
 			a.checkpoint()
 		case req := <-a.reloads:
@@ -290,7 +342,18 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 func (a *Agent) processBurst(ctx context.Context, first source.Line) {
 	a.process(first)
 	a.processQueued(1024)
+	a.observeBatch()
 	a.enforce(ctx)
+}
+
+// resyncFleet hands the fleet what this host did alone while Redis was
+// away and takes in what the fleet holds (fleet.Store.Resync).
+func (a *Agent) resyncFleet(ctx context.Context) {
+	ds, err := a.fleet.Resync(ctx, a.engine)
+	a.decided = append(a.decided, ds...)
+	if err != nil {
+		a.log.Error("fleet: redis unavailable; counting on this host alone and trying again", "error", err)
+	}
 }
 
 // processQueued processes the lines already queued, at most limit of them,
@@ -330,7 +393,23 @@ func (a *Agent) process(l source.Line) {
 
 func (a *Agent) observe(ev *parsers.Event) {
 	a.m.events.WithLabelValues(ev.Format, ev.Kind.String(), string(ev.Service)).Inc()
-	a.decided = append(a.decided, a.engine.Observe(ev)...)
+	a.batch = append(a.batch, *ev)
+}
+
+// observeBatch hands the burst's events to the rules in one call: in
+// fleet mode, one round trip to Redis per burst.
+func (a *Agent) observeBatch() {
+	if len(a.batch) == 0 {
+		return
+	}
+	ptrs := a.batchPtrs[:0]
+	for i := range a.batch {
+		ptrs = append(ptrs, &a.batch[i])
+	}
+	a.decided, _ = a.engine.ObserveBatch(ptrs, a.decided) // a fleet failure is logged and counted by the fleet
+	clear(ptrs)
+	clear(a.batch)
+	a.batchPtrs, a.batch = ptrs[:0], a.batch[:0]
 }
 
 // Report counts an event that did not come from a log line (a hook
@@ -492,6 +571,7 @@ func (a *Agent) stopSources(ctx context.Context, names []string) {
 		delete(a.sources, n)
 	}
 	a.processQueued(cap(a.lines))
+	a.observeBatch()
 	a.enforce(ctx)
 }
 
@@ -544,6 +624,9 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	}
 	if cfg.State.Path != a.cfg.State.Path {
 		a.log.Warn("state.path changed: it takes effect at the next start", "running", a.cfg.State.Path, "configured", cfg.State.Path)
+	}
+	if !reflect.DeepEqual(cfg.Fleet, a.cfg.Fleet) {
+		a.log.Warn("fleet settings changed: they take effect at the next start")
 	}
 	if cfg.Metrics.Listen != a.cfg.Metrics.Listen {
 		a.log.Warn("metrics.listen changed: it takes effect at the next start", "running", a.cfg.Metrics.Listen, "configured", cfg.Metrics.Listen)
@@ -601,6 +684,9 @@ func (a *Agent) closeEnforcers(es []Enforcer) {
 func (a *Agent) close() error {
 	a.closeEnforcers(a.enforcers)
 	a.enforcers = nil
+	if a.fleet != nil {
+		a.fleet.Close()
+	}
 	return a.store.Close()
 }
 
