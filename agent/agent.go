@@ -287,6 +287,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		// Catch up before enforcers reconcile, so that they start with
 		// what the fleet holds.
 		a.resyncFleet(ctx)
+		a.decided = a.decided[:0] // reconcile below gives enforcers all that is in force
 		fleetDecisions, fleetReady = a.fleet.Decisions(), a.fleet.Ready()
 		wg.Go(func() { a.fleet.Run(ctx) })
 	}

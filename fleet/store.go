@@ -83,6 +83,7 @@ type Store struct {
 	lost     chan struct{} // Tally or the reader saw Redis fail
 	ready    chan struct{} // Redis answers again: the agent should Resync
 	upped    chan struct{} // Resync finished
+	kick     chan struct{} // Publish queued something
 	received chan []rules.Decision
 
 	mu       sync.Mutex // guards what follows
@@ -150,8 +151,12 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, error
 			TLSConfig: cfg.TLS,
 			// A script must never run twice: no retries. A failure is
 			// a fallback to local counting, and a resync later.
-			MaxRetries:            -1,
-			DialTimeout:           cfg.Timeout,
+			MaxRetries:  -1,
+			DialTimeout: cfg.Timeout,
+			// One dial per try: a Redis that is down must cost a burst
+			// one refused connection, not five dials 100ms apart.
+			DialerRetries:         1,
+			DialerRetryTimeout:    10 * time.Millisecond,
 			ReadTimeout:           cfg.Timeout,
 			WriteTimeout:          cfg.Timeout,
 			ContextTimeoutEnabled: true,
@@ -163,6 +168,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, error
 		lost:     make(chan struct{}, 1),
 		ready:    make(chan struct{}, 1),
 		upped:    make(chan struct{}, 1),
+		kick:     make(chan struct{}, 1),
 		received: make(chan []rules.Decision, 16),
 		outIndex: map[string]int{},
 		downAt:   time.Now(),
@@ -383,6 +389,10 @@ func (s *Store) Publish(as []rules.Announcement) {
 		s.outbox = append(s.outbox, it)
 	}
 	s.m.outbox.Set(float64(len(s.outbox)))
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (s *Store) outItem(a rules.Announcement, now int64) (outItem, bool) {

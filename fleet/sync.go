@@ -177,6 +177,23 @@ func (s *Store) readHolds(ctx context.Context) (epoch, lastID string, holds map[
 // with growing pauses and, when Redis answers, asks the agent for a Resync.
 // It returns when ctx is done.
 func (s *Store) Run(ctx context.Context) {
+	// Decisions queued between bursts (an operator's) go out at once
+	// rather than with the next burst.
+	done := make(chan struct{})
+	defer func() { <-done }()
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.kick:
+				if s.up.Load() {
+					_ = s.Flush(ctx)
+				}
+			}
+		}
+	}()
 	backoff := s.cfg.Backoff
 	lastPrune := time.Time{}
 	for ctx.Err() == nil {
