@@ -16,6 +16,8 @@ type Stats struct {
 	Outbox       int   // decisions waiting to be recorded in Redis
 	Received     int64 // decisions of other hosts read
 	Resyncs      int64
+	BytesSent    int64 // arguments of tallies (keys, ops)
+	BytesRead    int64 // replies of tallies
 }
 
 // counter is a Prometheus counter that also keeps its value for Stats.
@@ -42,6 +44,8 @@ type metrics struct {
 	outbox           prometheus.Gauge
 	resyncs          *counter
 	received         *counter
+	bytesSent        atomic.Int64
+	bytesRead        atomic.Int64
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -199,6 +199,8 @@ func (s *Store) Stats() Stats {
 		Outbox:       outbox,
 		Received:     s.m.received.value(),
 		Resyncs:      s.m.resyncs.value(),
+		BytesSent:    s.m.bytesSent.Load(),
+		BytesRead:    s.m.bytesRead.Load(),
 	}
 }
 
@@ -321,6 +323,12 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 		return out, s.fail(fmt.Errorf("tally: unexpected reply (%d bytes for %d ops): %v", len(res), len(ops), err), len(ops))
 	}
 	s.m.redisOps.Add(float64(len(ops)))
+	sent := len(buf) + 8
+	for _, k := range keys {
+		sent += len(k)
+	}
+	s.m.bytesSent.Add(int64(sent))
+	s.m.bytesRead.Add(int64(len(res)))
 	for i := range ops {
 		out = append(out, decodeOutcome(res[i*outcomeLen:(i+1)*outcomeLen]))
 	}
