@@ -23,16 +23,26 @@ type Options struct {
 	// AppendOnly turns on the append-only file with an fsync per write, so
 	// that a server killed and started again has lost nothing it answered.
 	AppendOnly bool
+	// TLS, when set, adds a TLS port (TLSAddr) with these PEM files; the
+	// plain port stays for the helper's own checks.
+	TLS *TLSFiles
 	// Extra lines of redis.conf.
 	Extra []string
 }
 
+// TLSFiles are the server's certificate and key, and the CA its clients'
+// certificates would be checked against (clients are not asked for one).
+type TLSFiles struct {
+	Cert, Key, CA string
+}
+
 // Server is a running redis-server.
 type Server struct {
-	t    testing.TB
-	dir  string
-	addr string
-	opt  Options
+	t       testing.TB
+	dir     string
+	addr    string
+	tlsAddr string
+	opt     Options
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -50,6 +60,9 @@ func Start(t testing.TB, opt Options) *Server {
 	}
 	s := &Server{t: t, dir: t.TempDir(), opt: opt}
 	s.addr = freePort(t)
+	if opt.TLS != nil {
+		s.tlsAddr = freePort(t)
+	}
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
@@ -57,6 +70,9 @@ func Start(t testing.TB, opt Options) *Server {
 
 // Addr is host:port.
 func (s *Server) Addr() string { return s.addr }
+
+// TLSAddr is the TLS port's host:port ("" without Options.TLS).
+func (s *Server) TLSAddr() string { return s.tlsAddr }
 
 func freePort(t testing.TB) string {
 	t.Helper()
@@ -92,6 +108,11 @@ func (s *Server) Restart() {
 		conf = append(conf, "appendonly yes", "appendfsync always", "appenddirname aof")
 	} else {
 		conf = append(conf, "appendonly no")
+	}
+	if f := s.opt.TLS; f != nil {
+		_, tport, _ := net.SplitHostPort(s.tlsAddr)
+		conf = append(conf, "tls-port "+tport, "tls-cert-file "+f.Cert, "tls-key-file "+f.Key,
+			"tls-ca-cert-file "+f.CA, "tls-auth-clients no")
 	}
 	conf = append(conf, s.opt.Extra...)
 	path := filepath.Join(s.dir, "redis.conf")

@@ -1,0 +1,137 @@
+package fleet
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailban/mailban/fleet/redistest"
+	"github.com/mailban/mailban/parsers"
+	"github.com/mailban/mailban/rules"
+	"github.com/mailban/mailban/rules/rulestest"
+)
+
+// countsOnce makes an engine on a store built from cfg and checks that a
+// failure is counted in Redis.
+func countsOnce(t *testing.T, cfg Config) error {
+	t.Helper()
+	clock := rulestest.NewFakeClock(rulestest.T0)
+	cfg.Clock = clock
+	e, err := rules.NewEngine(rules.Config{IP: rules.Threshold{Count: 2, Period: time.Hour}, BanFor: time.Hour}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := e.UseStore(s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resync(context.Background(), e); err != nil {
+		return err
+	}
+	ev := &parsers.Event{Kind: parsers.AuthFailure, Addr: netip.MustParseAddr("203.0.113.1"), Attempts: 1, Time: rulestest.T0}
+	if _, err := e.ObserveBatch([]*parsers.Event{ev}, nil); err != nil {
+		return err
+	}
+	if _, err := s.Resync(context.Background(), e); err != nil {
+		return err
+	}
+	ds, err := e.ObserveBatch([]*parsers.Event{ev}, nil)
+	if err != nil {
+		return err
+	}
+	if len(ds) != 1 || ds[0].Action != rules.Ban {
+		t.Fatalf("two failures in Redis decided %v, want a ban", ds)
+	}
+	return nil
+}
+
+// An ACL user limited to the fleet's keys and the commands the README
+// lists can do everything mailban does; a wrong password cannot.
+func TestACLUser(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Extra: []string{
+		"user mailban on >s3cret ~{acl}:* +@read +@write +@scripting +@stream +ping +info",
+	}})
+	cfg := Config{Addr: srv.Addr(), Username: "mailban", Password: "s3cret", KeyPrefix: "acl", Host: "h1", Timeout: 2 * time.Second}
+	if err := countsOnce(t, cfg); err != nil {
+		t.Fatalf("as the ACL user: %v", err)
+	}
+	cfg.Password = "wrong"
+	if err := countsOnce(t, cfg); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Fatalf("with a wrong password: %v, want WRONGPASS", err)
+	}
+	cfg.Password, cfg.KeyPrefix = "s3cret", "other"
+	if err := countsOnce(t, cfg); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("outside its keys: %v, want NOPERM", err)
+	}
+}
+
+// The store speaks TLS to a server whose certificate a private CA signed.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	files, pool := makeCerts(t, dir)
+	srv := redistest.Start(t, redistest.Options{TLS: files})
+	cfg := Config{Addr: srv.TLSAddr(), KeyPrefix: "tls", Host: "h1", Timeout: 2 * time.Second,
+		TLS: &tls.Config{RootCAs: pool, ServerName: "redis.test", MinVersion: tls.VersionTLS12}}
+	if err := countsOnce(t, cfg); err != nil {
+		t.Fatalf("over TLS: %v", err)
+	}
+	cfg.TLS = &tls.Config{ServerName: "redis.test", MinVersion: tls.VersionTLS12} // the system's CAs do not know it
+	if err := countsOnce(t, cfg); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("with an unknown CA: %v, want a certificate error", err)
+	}
+}
+
+func makeCerts(t *testing.T, dir string) (*redistest.TLSFiles, *x509.CertPool) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"redis.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	write := func(name, typ string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	files := &redistest.TLSFiles{
+		Cert: write("server.pem", "CERTIFICATE", der),
+		Key:  write("server.key", "EC PRIVATE KEY", keyDER),
+		CA:   write("ca.pem", "CERTIFICATE", caDER),
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return files, pool
+}
