@@ -305,7 +305,7 @@ func TestFleetReseedsEmptyRedis(t *testing.T) {
 	}
 	waitHeld(t, []*fleetHost{a}, rules.Ban, "203.0.113.7/32")
 	srv.Kill()
-	srv.Restart() // empty
+	srv.Restart()                 // empty
 	a.fail(t, "198.51.100.1", "") // finds Redis gone, and later back
 	waitUntil(t, "mx1 counts in redis again", func() bool { return a.a.Fleet().Up() && a.a.Fleet().Stats().Resyncs >= 2 })
 	late := startHost(t, "mx2", srv.Addr(), dirs)

@@ -83,4 +83,3 @@ func TestNormalizeLoginAgreesWithParsers(t *testing.T) {
 		}
 	}
 }
-
