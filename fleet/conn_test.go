@@ -135,3 +135,60 @@ func makeCerts(t *testing.T, dir string) (*redistest.TLSFiles, *x509.CertPool) {
 	pool.AddCert(ca)
 	return files, pool
 }
+
+// A Redis slower than the timeout is taken as down: the burst counts on
+// this host. When the late reply shows (through the host's burst marker)
+// that Redis did apply the burst after all, Resync does not hand that
+// count back: the failures count once.
+func TestSlowRedisCountsOnce(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Extra: []string{"enable-debug-command local"}})
+	clock := rulestest.NewFakeClock(rulestest.T0)
+	e, err := rules.NewEngine(rules.Config{IP: rules.Threshold{Count: 5, Period: time.Hour}, BanFor: time.Hour}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Addr: srv.Addr(), KeyPrefix: "slow", Host: "h1", Timeout: 300 * time.Millisecond, Clock: clock}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	connect(t, s, e)
+	fail := func(n int) ([]rules.Decision, error) {
+		var evs []*parsers.Event
+		for range n {
+			evs = append(evs, &parsers.Event{Kind: parsers.AuthFailure, Addr: netip.MustParseAddr("203.0.113.7"), Attempts: 1, Time: rulestest.T0})
+		}
+		return e.ObserveBatch(evs, nil)
+	}
+
+	wait, err := srv.Stall(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := fail(3)
+	if err == nil || len(ds) != 0 {
+		t.Fatalf("a burst to a sleeping Redis: %v, %v; want a timeout and no decision", ds, err)
+	}
+	if s.Up() || e.Stats().Addresses != 1 {
+		t.Fatalf("after the timeout: up %v, %+v; want down and the burst counted here", s.Up(), e.Stats())
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	ds, err = s.Resync(context.Background(), e)
+	if err != nil || len(ds) != 0 {
+		t.Fatalf("Resync: %v, %v", ds, err)
+	}
+	if n := s.Stats().LostReplies; n != 1 {
+		t.Fatalf("%d bursts found applied despite a lost reply, want 1", n)
+	}
+	if e.Stats().Addresses != 0 {
+		t.Fatalf("the local count was not taken back: %+v", e.Stats())
+	}
+	if ds, err := fail(1); err != nil || len(ds) != 0 {
+		t.Fatalf("the fourth failure: %v, %v; want no ban", ds, err)
+	}
+	if ds, err := fail(1); err != nil || len(ds) != 1 || ds[0].Reason != "5 failures in 1h (threshold 5/1h)" {
+		t.Fatalf("the fifth failure: %v, %v; want the ban", ds, err)
+	}
+}

@@ -16,6 +16,7 @@ type Stats struct {
 	Outbox       int   // decisions waiting to be recorded in Redis
 	Received     int64 // decisions of other hosts read
 	Resyncs      int64
+	LostReplies  int64 // bursts Redis applied though their reply was lost
 	BytesSent    int64 // arguments of tallies (keys, ops)
 	BytesRead    int64 // replies of tallies
 }
@@ -44,6 +45,7 @@ type metrics struct {
 	outbox           prometheus.Gauge
 	resyncs          *counter
 	received         *counter
+	lostReplies      *counter
 	bytesSent        atomic.Int64
 	bytesRead        atomic.Int64
 }
@@ -78,7 +80,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		received: newCounter(prometheus.CounterOpts{
 			Name: "mailban_fleet_decisions_received_total", Help: "Decisions announced by other hosts and read from the stream.",
 		}),
+		lostReplies: newCounter(prometheus.CounterOpts{
+			Name: "mailban_fleet_lost_replies_total", Help: "Bursts that Redis applied though their reply did not arrive in time (counted once all the same).",
+		}),
 	}
-	reg.MustRegister(m.up, m.roundTrips, m.roundTripSeconds, m.redisOps, m.localOps, m.errors, m.outbox, m.resyncs, m.received)
+	reg.MustRegister(m.lostReplies, m.up, m.roundTrips, m.roundTripSeconds, m.redisOps, m.localOps, m.errors, m.outbox, m.resyncs, m.received)
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,11 +54,13 @@ type Config struct {
 type keys struct {
 	epoch, holds, holdsExp, stream string
 	addrPrefix, loginPrefix        string
+	marker                         string // this host's last tallied burst
 }
 
-func newKeys(prefix string) keys {
+func newKeys(prefix, host string) keys {
 	tag := "{" + prefix + "}"
 	return keys{
+		marker:      tag + ":burst:" + host,
 		epoch:       tag + ":epoch",
 		holds:       tag + ":holds",
 		holdsExp:    tag + ":holds:exp",
@@ -99,6 +102,14 @@ type Store struct {
 	lastID   string         // the stream entry read last
 	epoch    string
 	downAt   time.Time
+
+	// A burst whose reply was lost may or may not have been applied;
+	// Resync asks the marker and makes the engine forget its own count of
+	// the burst if it was.
+	run         string // this process's part of burst marks
+	seq         uint64
+	pending     []rules.Op
+	pendingMark string
 }
 
 type outItem struct {
@@ -163,7 +174,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, error
 			PoolSize:              4,
 			DisableIdentity:       true,
 		}),
-		k:        newKeys(cfg.KeyPrefix),
+		k:        newKeys(cfg.KeyPrefix, cfg.Host),
+		run:      newEpoch(),
 		m:        newMetrics(reg),
 		lost:     make(chan struct{}, 1),
 		ready:    make(chan struct{}, 1),
@@ -199,6 +211,7 @@ func (s *Store) Stats() Stats {
 		Outbox:       outbox,
 		Received:     s.m.received.value(),
 		Resyncs:      s.m.resyncs.value(),
+		LostReplies:  s.m.lostReplies.value(),
 		BytesSent:    s.m.bytesSent.Load(),
 		BytesRead:    s.m.bytesRead.Load(),
 	}
@@ -260,7 +273,9 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 		return out, s.fail(err, len(ops))
 	}
 
-	keys := []string{s.k.holds, s.k.holdsExp, s.k.stream}
+	keys := []string{s.k.holds, s.k.holdsExp, s.k.stream, s.k.marker}
+	s.seq++
+	mark := s.run + ":" + strconv.FormatUint(s.seq, 10)
 	index := make(map[string]uint16, 2*len(ops))
 	keyIndex := func(k string) uint16 {
 		if i, ok := index[k]; ok {
@@ -307,7 +322,7 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 
 	pipe := s.rdb.Pipeline()
 	pub, flushed := s.queuePublish(ctx, pipe, now)
-	tc := pipe.EvalSha(ctx, s.tally.Hash(), keys, timeBytes(now), buf)
+	tc := pipe.EvalSha(ctx, s.tally.Hash(), keys, timeBytes(now), buf, mark)
 	start := time.Now()
 	_, err := pipe.Exec(ctx)
 	s.m.roundTrips.Inc()
@@ -316,6 +331,7 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 		s.dropFlushed(flushed)
 	}
 	if err != nil {
+		s.pending, s.pendingMark = append(s.pending[:0], ops...), mark
 		return out, s.fail(fmt.Errorf("tally: %w", err), len(ops))
 	}
 	res, err := tc.Text()

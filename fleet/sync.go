@@ -14,6 +14,7 @@ import (
 
 // Engine is what Resync needs of the rules engine.
 type Engine interface {
+	Forget(ops []rules.Op)
 	HandBack() ([]rules.Decision, error)
 	ApplyShared(d rules.Decision) bool
 	Active() []rules.Decision
@@ -88,6 +89,9 @@ func (s *Store) resync(ctx context.Context, e Engine) ([]rules.Decision, error) 
 		s.log.Warn("fleet: redis lost its data; announcing this host's bans, locks and blocks again", "holds", len(as))
 		s.Publish(as)
 	}
+	if err := s.settlePending(ctx, e); err != nil {
+		return nil, err
+	}
 	if err := s.Flush(ctx); err != nil {
 		return nil, err
 	}
@@ -145,6 +149,30 @@ func (s *Store) resync(ctx context.Context, e Engine) ([]rules.Decision, error) 
 	}
 	s.log.Info("fleet: counting in redis", "down_for", down.Round(time.Millisecond), "holds", len(inRedis), "decisions", len(out))
 	return out, nil
+}
+
+// settlePending finds out whether the burst whose reply was lost was
+// applied, and if so makes the engine forget its own count of it.
+func (s *Store) settlePending(ctx context.Context, e Engine) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	s.m.roundTrips.Inc()
+	got, err := s.rdb.Get(cctx, s.k.marker).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read burst marker: %w", err)
+	}
+	if got == s.pendingMark {
+		s.log.Info("fleet: the burst whose reply was lost had been counted in redis; not handing it back", "events", len(s.pending))
+		e.Forget(s.pending)
+		s.m.lostReplies.Inc()
+	}
+	s.pending, s.pendingMark = nil, ""
+	return nil
 }
 
 func isManualReason(r string) bool { return len(r) >= 6 && r[:6] == "manual" }

@@ -499,3 +499,50 @@ func (e *Engine) putBack(counts []Counts) {
 		e.touchLogin(c.Login, dirtyWindow)
 	}
 }
+
+// Forget takes back what the engine counted in its own windows for ops,
+// a burst that its store failed to confirm but, as it turned out, did
+// apply: without it those failures would count twice once handed back.
+// Failures already gone from the windows (a ban or lock cleared them) are
+// skipped.
+func (e *Engine) Forget(ops []Op) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, op := range ops {
+		if op.Kind != OpFailure {
+			continue
+		}
+		if op.Group.IsValid() {
+			k := op.Group.Addr().As16()
+			if w, ok := e.addrs[k]; ok {
+				times := removeTimes(w.appendTimes(&e.slab, nil), op.Time, op.Attempts)
+				if len(times) == 0 {
+					e.dropAddr(k, w)
+				} else {
+					w.setTimes(&e.slab, times)
+					e.markAddr(k, &w)
+					e.addrs[k] = w
+				}
+			}
+		}
+		if op.Login != "" {
+			if ls := e.logins[op.Login]; ls != nil && ls.win.last != 0 {
+				ls.win.setTimes(&e.slab, removeTimes(ls.win.appendTimes(&e.slab, nil), op.Time, op.Attempts))
+				e.touchLogin(op.Login, dirtyWindow)
+			}
+		}
+	}
+}
+
+// removeTimes removes up to n occurrences of t from the sorted ts.
+func removeTimes(ts []int64, t int64, n int) []int64 {
+	out := ts[:0]
+	for _, x := range ts {
+		if x == t && n > 0 {
+			n--
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}

@@ -165,13 +165,15 @@ func (s *Server) Do(args ...string) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
-func ping(addr string) error {
+func ping(addr string) error { return pingWithin(addr, time.Second) }
+
+func pingWithin(addr string, d time.Duration) error {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_ = c.SetDeadline(time.Now().Add(d))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return err
 	}
@@ -214,4 +216,41 @@ func (s *Server) Info(section string) (string, error) {
 		return "", err
 	}
 	return string(buf[:n]), nil
+}
+
+// Stall makes the server stop answering for d (DEBUG SLEEP; the server
+// needs "enable-debug-command local"), returning once it has stopped, and
+// a function that waits until it answers again.
+func (s *Server) Stall(d time.Duration) (wait func() error, err error) {
+	c, err := net.DialTimeout("tcp", s.addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	secs := fmt.Sprintf("%.3f", d.Seconds())
+	if _, err := fmt.Fprintf(c, "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$%d\r\n%s\r\n", len(secs), secs); err != nil {
+		c.Close()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(d + 10*time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil && !strings.HasPrefix(line, "+OK") {
+			err = fmt.Errorf("DEBUG SLEEP answered %q", line)
+		}
+		done <- err
+	}()
+	// The sleep has begun when a PING goes unanswered.
+	for range 50 {
+		if err := pingWithin(s.addr, 50*time.Millisecond); err != nil {
+			return func() error { return <-done }, nil
+		}
+		select {
+		case err := <-done:
+			return nil, fmt.Errorf("the server answered before stalling: %v", err)
+		default:
+		}
+	}
+	return nil, fmt.Errorf("the server did not stall")
 }
