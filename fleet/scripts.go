@@ -403,6 +403,7 @@ const (
 	kindIP      = 1 // an address's threshold; count is its failures
 	kindLockBan = 2 // a failure against a locked login; the text is the login
 	kindLock    = 3 // a login's threshold; count is its failures
+	kindAuto    = 4 // made in Go from failures (a host alone, or announced again); the reason is in the hold
 )
 
 // graceMillis keeps a key a while after its last time has stopped

@@ -445,7 +445,7 @@ func (s *Store) outItem(a rules.Announcement, now int64) (outItem, bool) {
 	default:
 		return it, false
 	}
-	it.value = encodeHold(d, s.cfg.Host)
+	it.value = encodeHold(d, s.cfg.Host, it.offence)
 	return it, true
 }
 
@@ -520,11 +520,15 @@ func (s *Store) Flush(ctx context.Context) error {
 // (2), the deciding host (2-byte length, bytes), a text (2-byte length,
 // bytes: an operator's reason, or the login of a lock ban), the evidence
 // (2-byte count, each line a 4-byte length and bytes).
-func encodeHold(d rules.Decision, host string) []byte {
+func encodeHold(d rules.Decision, host string, auto bool) []byte {
 	b := []byte{1, byte(d.Action)}
 	b = binary.BigEndian.AppendUint64(b, uint64(nanos(d.At)))
 	b = binary.BigEndian.AppendUint64(b, uint64(nanos(d.Until)))
-	b = append(b, kindManual)
+	kind := byte(kindManual)
+	if auto {
+		kind = kindAuto
+	}
+	b = append(b, kind)
 	b = binary.BigEndian.AppendUint32(b, 0)
 	b = binary.BigEndian.AppendUint16(b, 0)
 	b = appendString16(b, host)
@@ -617,7 +621,7 @@ func decodeHold(field string, v []byte, rc rules.Config) (rules.Decision, string
 	}
 	length, permanent := rc.BanLength(prev)
 	switch kind {
-	case kindManual:
+	case kindManual, kindAuto:
 		d.Reason = text
 	case kindIP:
 		d.Reason = rules.ThresholdBanReason(count, rc.IP) + rules.OffenceSuffix(prev, length, permanent && until == 0)

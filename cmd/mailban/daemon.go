@@ -98,6 +98,13 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  addresses: ban after %s, for %s (x%g per repeat, at most %s)\n",
 		rc.IP, rc.BanFor, rc.BanFactor, rc.BanMax)
 	fmt.Fprintf(stdout, "  logins:    lock after %s, for %s\n", rc.Login, rc.LockFor)
+	if f := cfg.Fleet; f != nil {
+		host := f.Host
+		if host == "" {
+			host = "this host's name"
+		}
+		fmt.Fprintf(stdout, "  fleet:     counts with other hosts in redis %s (keys {%s}:*), as %s\n", f.Redis.Address, f.Redis.KeyPrefix, host)
+	}
 	for _, s := range cfg.Sources {
 		formats := "all formats"
 		if len(s.Formats) > 0 {
