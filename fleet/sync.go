@@ -75,6 +75,7 @@ func (s *Store) resync(ctx context.Context, e Engine) ([]rules.Decision, error) 
 	cancel()
 	known := s.epoch
 	down := time.Since(s.downAt)
+	first := s.m.resyncs.value() == 0
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -147,7 +148,11 @@ func (s *Store) resync(ctx context.Context, e Engine) ([]rules.Decision, error) 
 			out = append(out, u)
 		}
 	}
-	s.log.Info("fleet: counting in redis", "down_for", down.Round(time.Millisecond), "holds", len(inRedis), "decisions", len(out))
+	if first {
+		s.log.Info("fleet: counting in redis", "host", s.cfg.Host, "holds", len(inRedis), "decisions", len(out))
+	} else {
+		s.log.Info("fleet: redis is back; counting in redis again", "down_for", down.Round(time.Millisecond), "holds", len(inRedis), "decisions", len(out))
+	}
 	return out, nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mailban/mailban/agent"
 	"github.com/mailban/mailban/agent/config"
 )
@@ -28,6 +30,12 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	level.Set(slog.Level(cfg.Log.Level))
 	logger := newLogger(stderr, cfg.Log.Format, level)
 
+	if cfg.Fleet != nil {
+		// go-redis logs through a process-wide logger of its own (to
+		// stderr by default). The fleet store reports what matters itself;
+		// the client's own lines go to mailban's log, at debug level.
+		redis.SetLogger(redisLog{logger})
+	}
 	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh})
 	if err != nil {
 		return err
@@ -61,6 +69,13 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 			return nil
 		}
 	}
+}
+
+// redisLog passes go-redis's log lines to mailban's log.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // parseConfigFlags parses a command's flags, which take no arguments, and
