@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,10 @@ import (
 // positionsBucket holds each source stream's last processed Cursor, keyed
 // by source name, a NUL byte and the stream name.
 const positionsBucket = "positions"
+
+// seqKey is the positions bucket's key for the number of the last burst
+// (no source is named "": it cannot be a source's key).
+const seqKey = "\x00fleet-seq"
 
 // expireInterval is how often bans, locks and windows are aged.
 const expireInterval = 5 * time.Second
@@ -76,7 +81,9 @@ type Agent struct {
 	enforcers []Enforcer
 	positions map[string][]byte // source name + "\x00" + stream → cursor value
 	dirtyPos  map[string]struct{}
-	pending   []state.Record // changes not yet committed (kept across a failed commit)
+	burstPos  map[string][]byte // positions changed since they last went to the fleet
+	seq       uint64            // bursts processed, for the fleet's positions
+	pending   []state.Record    // changes not yet committed (kept across a failed commit)
 	decided   []rules.Decision
 	batch     []parsers.Event // the burst's events, observed together
 	batchPtrs []*parsers.Event
@@ -124,6 +131,7 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		sources:   map[string]*runningSource{},
 		positions: map[string][]byte{},
 		dirtyPos:  map[string]struct{}{},
+		burstPos:  map[string][]byte{},
 		lineCount: map[string]prometheus.Counter{},
 	}
 	rc, err := a.rulesConfig(cfg)
@@ -187,6 +195,12 @@ func (a *Agent) restore() error {
 	err := a.store.Load(func(r state.Record) error {
 		n++
 		switch {
+		case r.Bucket == positionsBucket && string(r.Key) == seqKey:
+			if len(r.Value) != 8 {
+				return fmt.Errorf("burst number is %d bytes, want 8", len(r.Value))
+			}
+			a.seq = binary.BigEndian.Uint64(r.Value)
+			return nil
 		case r.Bucket == positionsBucket:
 			a.positions[string(r.Key)] = slices.Clone(r.Value)
 			return nil
@@ -284,8 +298,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	var fleetDecisions <-chan []rules.Decision
 	var fleetReady <-chan struct{}
 	if a.fleet != nil {
-		// Catch up before enforcers reconcile, so that they start with
-		// what the fleet holds.
+		// Resume after the lines already counted in Redis, then catch up
+		// before enforcers reconcile, so that they start with what the
+		// fleet holds.
+		a.adoptFleetPositions(ctx)
 		a.resyncFleet(ctx)
 		a.decided = a.decided[:0] // reconcile below gives enforcers all that is in force
 		fleetDecisions, fleetReady = a.fleet.Decisions(), a.fleet.Ready()
@@ -350,11 +366,40 @@ func (a *Agent) processBurst(ctx context.Context, first source.Line) {
 // resyncFleet hands the fleet what this host did alone while Redis was
 // away and takes in what the fleet holds (fleet.Store.Resync).
 func (a *Agent) resyncFleet(ctx context.Context) {
+	// Every position goes with the counts handed back, so that Redis's
+	// positions are whole again after a time this host counted alone.
+	a.fleet.SetPositions(a.seq, a.positions)
 	ds, err := a.fleet.Resync(ctx, a.engine)
 	a.decided = append(a.decided, ds...)
 	if err != nil {
 		a.log.Error("fleet: redis unavailable; counting on this host alone and trying again", "error", err)
+		return
 	}
+	// The counts handed back are no longer this host's: save that now.
+	a.checkpoint()
+}
+
+// adoptFleetPositions resumes from the read positions Redis keeps for
+// this host when they are at least as new as the state file's: the host
+// stopped (crashed) after Redis had counted lines its last checkpoint did
+// not cover. Its own windows are then counts Redis already has.
+func (a *Agent) adoptFleetPositions(ctx context.Context) {
+	seq, pos, err := a.fleet.Positions(ctx)
+	if err != nil {
+		a.log.Warn("fleet: could not read this host's positions in redis; resuming from the state file", "error", err)
+		return
+	}
+	if seq == 0 || seq < a.seq {
+		return
+	}
+	for k, v := range pos {
+		a.positions[k] = v
+		a.dirtyPos[k] = struct{}{}
+	}
+	dropped := a.engine.DrainCounts()
+	a.log.Info("fleet: resuming after the lines already counted in redis", "burst", seq, "state_file_burst", a.seq, "positions", len(pos), "local_counts_dropped", len(dropped))
+	a.seq = seq
+	a.dirtyPos[seqKey] = struct{}{}
 }
 
 // processQueued processes the lines already queued, at most limit of them,
@@ -389,6 +434,9 @@ func (a *Agent) process(l source.Line) {
 		key := l.Source + "\x00" + l.Cursor.Stream
 		a.positions[key] = l.Cursor.Value
 		a.dirtyPos[key] = struct{}{}
+		if a.fleet != nil {
+			a.burstPos[key] = l.Cursor.Value
+		}
 	}
 }
 
@@ -400,6 +448,14 @@ func (a *Agent) observe(ev *parsers.Event) {
 // observeBatch hands the burst's events to the rules in one call: in
 // fleet mode, one round trip to Redis per burst.
 func (a *Agent) observeBatch() {
+	if a.fleet != nil && len(a.burstPos) > 0 {
+		// The positions go to Redis with the burst's counts, so that after
+		// a crash the lines counted there are not counted again.
+		a.seq++
+		a.dirtyPos[seqKey] = struct{}{}
+		a.fleet.SetPositions(a.seq, a.burstPos)
+		clear(a.burstPos)
+	}
 	if len(a.batch) == 0 {
 		return
 	}
@@ -474,7 +530,11 @@ func (a *Agent) checkpoint() {
 		a.pending = append(a.pending, state.Record{Bucket: r.Bucket, Key: r.Key, Value: r.Value})
 	}
 	for key := range a.dirtyPos {
-		a.pending = append(a.pending, state.Record{Bucket: positionsBucket, Key: []byte(key), Value: a.positions[key]})
+		v := a.positions[key]
+		if key == seqKey {
+			v = binary.BigEndian.AppendUint64(nil, a.seq)
+		}
+		a.pending = append(a.pending, state.Record{Bucket: positionsBucket, Key: []byte(key), Value: v})
 	}
 	clear(a.dirtyPos)
 	if len(a.pending) == 0 {

@@ -313,3 +313,82 @@ func TestFleetReseedsEmptyRedis(t *testing.T) {
 		t.Fatalf("the late host's enforcer started with %q", got)
 	}
 }
+
+// A host that crashes after Redis counted lines that its last checkpoint
+// does not cover resumes after them (Redis keeps its read positions with
+// the counts): they are not counted twice.
+func TestFleetCrashDoesNotCountTwice(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "mail.log")
+	line := func(addr string) string {
+		return time.Now().UTC().Format(time.RFC3339) + " mx postfix/smtpd[1]: warning: unknown[" + addr +
+			"]: SASL LOGIN authentication failed: (reason unavailable), sasl_username=admin\n"
+	}
+	appendLog := func(n int) {
+		f, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			if _, err := f.WriteString(line("203.0.113.7")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+	}
+	yaml := fmt.Sprintf(`
+state: {path: %s/state.db, checkpoint-interval: 1h}
+rules: {ip: {threshold: "6/1h"}}
+sources: [{name: mail, paths: [%s], formats: [postfix], start-at: beginning}]
+allowlist: {host-addresses: false}
+metrics: {listen: ""}
+fleet: {host: mx1, redis: {address: %q, key-prefix: crash}}
+`, dir, logPath, srv.Addr())
+	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "m.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() *fleetHost {
+		h := &fleetHost{name: "mx1", rec: newRecorder(), done: make(chan error, 1)}
+		if h.a, err = New(cfg, Options{Enforcers: []Enforcer{h.rec}, HostAddresses: noHostAddresses}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		h.cancel = cancel
+		go func() { h.done <- h.a.Run(ctx) }()
+		t.Cleanup(h.stop)
+		return h
+	}
+	counted := func(h *fleetHost, n int64) {
+		t.Helper()
+		waitUntil(t, fmt.Sprintf("%d failures counted in redis", n), func() bool { return h.a.Fleet().Stats().SharedEvents >= n })
+	}
+
+	appendLog(4)
+	h := start()
+	counted(h, 4)
+	// The state file as a crash now would leave it: checkpointed before
+	// any line was read (the interval is an hour).
+	saved, err := os.ReadFile(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if err := os.WriteFile(filepath.Join(dir, "state.db"), saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	h = start()
+	appendLog(1)
+	counted(h, 1)
+	if n := h.rec.count(rules.Ban); n != 0 || h.a.Fleet().Stats().SharedEvents != 1 {
+		t.Fatalf("after the restart: %d bans, %d failures counted; the lines before the crash were counted again",
+			n, h.a.Fleet().Stats().SharedEvents)
+	}
+	appendLog(1)
+	waitHeld(t, []*fleetHost{h}, rules.Ban, "203.0.113.7/32")
+}

@@ -169,9 +169,11 @@ end
 `
 
 // luaTally tallies a burst. KEYS: holds, expiry index, stream, the host's
-// burst marker, then every address and login key of the burst. ARGV[1]:
-// now; ARGV[3]: the burst's mark, kept in the marker so that a host that
-// lost the reply can tell whether the burst was applied; ARGV[2]: the ops,
+// burst marker, the host's read positions, then every address and login
+// key of the burst. ARGV[1]: now; ARGV[3]: the burst's mark, kept in the
+// marker so that a host that lost the reply can tell whether the burst was
+// applied; ARGV[4] on: fields and values of read positions, stored with
+// the counts they produced; ARGV[2]: the ops,
 // 34 bytes each (opLen): kind, flags (1 refused, 2 address, 4 login), time,
 // attempts, the index in KEYS of the address and login keys, the 16-byte
 // address group. It returns the outcomes, outcomeLen bytes each.
@@ -179,6 +181,7 @@ const luaTally = `
 local now = T(ARGV[1], 1)
 local ops = ARGV[2]
 redis.call('SET', KEYS[4], ARGV[3], 'PX', 86400000)
+if #ARGV >= 5 then redis.call('HSET', KEYS[5], unpack(ARGV, 4)) end
 local out = {}
 local A, L = {}, {}
 local function getA(i) if not A[i] then A[i] = decodeA(redis.call('GET', KEYS[i])) end return A[i] end

@@ -55,12 +55,18 @@ type keys struct {
 	epoch, holds, holdsExp, stream string
 	addrPrefix, loginPrefix        string
 	marker                         string // this host's last tallied burst
+	positions                      string // this host's read positions, with seqField
 }
+
+// seqField is the positions hash's field for the burst sequence number
+// (no read position's key starts with a NUL byte).
+const seqField = "\x00seq"
 
 func newKeys(prefix, host string) keys {
 	tag := "{" + prefix + "}"
 	return keys{
 		marker:      tag + ":burst:" + host,
+		positions:   tag + ":pos:" + host,
 		epoch:       tag + ":epoch",
 		holds:       tag + ":holds",
 		holdsExp:    tag + ":holds:exp",
@@ -110,6 +116,10 @@ type Store struct {
 	seq         uint64
 	pending     []rules.Op
 	pendingMark string
+
+	// Read positions to store with the next tally (SetPositions).
+	stagedSeq uint64
+	stagedPos map[string][]byte
 }
 
 type outItem struct {
@@ -273,7 +283,7 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 		return out, s.fail(err, len(ops))
 	}
 
-	keys := []string{s.k.holds, s.k.holdsExp, s.k.stream, s.k.marker}
+	keys := []string{s.k.holds, s.k.holdsExp, s.k.stream, s.k.marker, s.k.positions}
 	s.seq++
 	mark := s.run + ":" + strconv.FormatUint(s.seq, 10)
 	index := make(map[string]uint16, 2*len(ops))
@@ -322,7 +332,15 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 
 	pipe := s.rdb.Pipeline()
 	pub, flushed := s.queuePublish(ctx, pipe, now)
-	tc := pipe.EvalSha(ctx, s.tally.Hash(), keys, timeBytes(now), buf, mark)
+	args := []any{timeBytes(now), buf, mark}
+	staged := len(s.stagedPos)
+	if staged > 0 {
+		args = append(args, seqField, strconv.FormatUint(s.stagedSeq, 10))
+		for k, v := range s.stagedPos {
+			args = append(args, k, v)
+		}
+	}
+	tc := pipe.EvalSha(ctx, s.tally.Hash(), keys, args...)
 	start := time.Now()
 	_, err := pipe.Exec(ctx)
 	s.m.roundTrips.Inc()
@@ -339,6 +357,9 @@ func (s *Store) Tally(ops []rules.Op, out []rules.Outcome) ([]rules.Outcome, err
 		return out, s.fail(fmt.Errorf("tally: unexpected reply (%d bytes for %d ops): %v", len(res), len(ops), err), len(ops))
 	}
 	s.m.redisOps.Add(float64(len(ops)))
+	if staged > 0 {
+		clear(s.stagedPos)
+	}
 	sent := len(buf) + 8
 	for _, k := range keys {
 		sent += len(k)
@@ -391,6 +412,51 @@ func (s *Store) markDown(err error) {
 	case s.lost <- struct{}{}:
 	default:
 	}
+}
+
+// SetPositions gives the store read positions to keep in Redis with the
+// next tally, atomically with the counts of the lines before them, and the
+// sequence number of the burst they end. After a crash, a host resumes
+// from them (Positions) when they are newer than its own checkpoint, so
+// that lines already counted in Redis are not counted again. Positions of
+// several calls accumulate until a tally takes them.
+func (s *Store) SetPositions(seq uint64, pos map[string][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stagedPos == nil {
+		s.stagedPos = make(map[string][]byte, len(pos))
+	}
+	for k, v := range pos {
+		s.stagedPos[k] = v
+	}
+	s.stagedSeq = seq
+}
+
+// Positions returns the burst sequence number and read positions Redis
+// keeps for this host (0 and none when it keeps none).
+func (s *Store) Positions(ctx context.Context) (uint64, map[string][]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	s.m.roundTrips.Inc()
+	m, err := s.rdb.HGetAll(ctx, s.k.positions).Result()
+	if err != nil {
+		return 0, nil, fmt.Errorf("read positions: %w", err)
+	}
+	var seq uint64
+	pos := make(map[string][]byte, len(m))
+	for k, v := range m {
+		if k == seqField {
+			if seq, err = strconv.ParseUint(v, 10, 64); err != nil {
+				return 0, nil, fmt.Errorf("read positions: bad sequence number %q", v)
+			}
+			continue
+		}
+		pos[k] = []byte(v)
+	}
+	if seq == 0 {
+		return 0, nil, nil
+	}
+	return seq, pos, nil
 }
 
 // Publish queues announcements; they are recorded and announced before
