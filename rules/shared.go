@@ -2,7 +2,6 @@ package rules
 
 import (
 	"errors"
-	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -390,7 +389,7 @@ func (e *Engine) pruneHeads(now int64) {
 	period := max(int64(e.cfg.IP.Period), int64(e.cfg.Login.Period))
 	keep := func(seq uint64) bool {
 		en := e.evidence.get(seq)
-		return en != nil && (period == 0 || now-en.t < period || period > math.MaxInt64/2)
+		return en != nil && now-en.t < period
 	}
 	for k, seq := range e.heads {
 		if !keep(seq) {
