@@ -160,8 +160,9 @@ func (s *Store) resync(ctx context.Context, e Engine) ([]rules.Decision, error) 
 // applied, and if so makes the engine forget its own count of it.
 func (s *Store) settlePending(ctx context.Context, e Engine) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pending == nil {
+	pending, mark := s.pending, s.pendingMark
+	s.mu.Unlock()
+	if pending == nil {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -171,12 +172,14 @@ func (s *Store) settlePending(ctx context.Context, e Engine) error {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read burst marker: %w", err)
 	}
-	if got == s.pendingMark {
-		s.log.Info("fleet: the burst whose reply was lost had been counted in redis; not handing it back", "events", len(s.pending))
-		e.Forget(s.pending)
+	if got == mark {
+		s.log.Info("fleet: the burst whose reply was lost had been counted in redis; not handing it back", "events", len(pending))
+		e.Forget(pending) // not under s.mu: the engine calls the store under its own lock
 		s.m.lostReplies.Inc()
 	}
+	s.mu.Lock()
 	s.pending, s.pendingMark = nil, ""
+	s.mu.Unlock()
 	return nil
 }
 

@@ -73,12 +73,14 @@ func (e *Engine) ObserveBatch(evs []*parsers.Event, dst []Decision) ([]Decision,
 	e.outcomes = outs
 
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err != nil {
 		start := len(dst)
 		for _, ev := range evs {
 			dst = append(dst, e.observeLocked(ev, now)...)
 		}
+		e.mu.Unlock()
+		// Outside e.mu: the store takes its own lock, and may call the
+		// engine while holding it.
 		if mine := dst[start:]; len(mine) > 0 {
 			as := make([]Announcement, len(mine))
 			for i, d := range mine {
@@ -88,6 +90,7 @@ func (e *Engine) ObserveBatch(evs []*parsers.Event, dst []Decision) ([]Decision,
 		}
 		return dst, err
 	}
+	defer e.mu.Unlock()
 	for i, ev := range evs {
 		if j := opOf[i]; j >= 0 && ops[j].Kind == OpFailure {
 			dst = e.settle(ev, &ops[j], &outs[j], now, dst)
