@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
@@ -190,5 +191,74 @@ func TestSlowRedisCountsOnce(t *testing.T) {
 	}
 	if ds, err := fail(1); err != nil || len(ds) != 1 || ds[0].Reason != "5 failures in 1h (threshold 5/1h)" {
 		t.Fatalf("the fifth failure: %v, %v; want the ban", ds, err)
+	}
+}
+
+// The engine's methods stay safe for concurrent use with a store: bursts
+// from two goroutines, hook checks and an operator's commands, under -race.
+// Every address reaches its threshold exactly once.
+func TestConcurrentUseWithStore(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	clock := rulestest.NewFakeClock(rulestest.T0)
+	e, err := rules.NewEngine(rules.Config{IP: rules.Threshold{Count: 3, Period: time.Hour}, BanFor: rules.Week,
+		Login: rules.Threshold{Count: 50, Period: time.Hour}, LockFor: time.Hour}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestStore(t, srv, "conc", "h1", clock)
+	connect(t, s, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); s.Run(ctx) }()
+	defer func() { cancel(); <-runDone }()
+
+	const workers, bursts = 2, 20
+	bans := make([]map[netip.Prefix]int, workers)
+	done := make(chan struct{})
+	for w := range workers {
+		bans[w] = map[netip.Prefix]int{}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for b := range bursts {
+				var evs []*parsers.Event
+				for i := range 30 {
+					evs = append(evs, &parsers.Event{Kind: parsers.AuthFailure, Attempts: 1, Time: rulestest.T0,
+						Addr: netip.AddrFrom4([4]byte{192, 0, byte(w), byte(i)}), Login: fmt.Sprint("user", b%5)})
+				}
+				ds, err := e.ObserveBatch(evs, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, d := range ds {
+					if d.Action == rules.Ban {
+						bans[w][d.Prefix]++
+					}
+				}
+			}
+		}()
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for i := range 200 {
+			e.Check(netip.AddrFrom4([4]byte{192, 0, 0, byte(i)}), "user1")
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16)
+			e.BlockManual(p, "")
+			e.UnblockManual(p)
+			e.Active()
+		}
+	}()
+	for range workers + 1 {
+		<-done
+	}
+	for w := range workers {
+		if len(bans[w]) != 30 {
+			t.Errorf("worker %d: %d addresses banned, want 30", w, len(bans[w]))
+		}
+		for p, n := range bans[w] {
+			if n != 1 {
+				t.Errorf("%s banned %d times", p, n)
+			}
+		}
 	}
 }
