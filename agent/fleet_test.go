@@ -70,7 +70,11 @@ func startHost(t *testing.T, name, redisAddr string, dirs map[string]string) *fl
 	h.cancel = cancel
 	go func() { h.done <- h.a.Run(ctx) }()
 	t.Cleanup(h.stop)
-	waitUntil(t, name+" counts in redis", func() bool { return h.a.Fleet().Up() })
+	waitUntil(t, name+" counts in redis and its enforcer holds what is in force", func() bool {
+		h.rec.mu.Lock()
+		defer h.rec.mu.Unlock()
+		return h.a.Fleet().Up() && h.rec.reconciled > 0
+	})
 	return h
 }
 
