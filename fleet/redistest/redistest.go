@@ -242,15 +242,16 @@ func (s *Server) Stall(d time.Duration) (wait func() error, err error) {
 		done <- err
 	}()
 	// The sleep has begun when a PING goes unanswered.
-	for range 50 {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
 		if err := pingWithin(s.addr, 50*time.Millisecond); err != nil {
 			return func() error { return <-done }, nil
 		}
 		select {
 		case err := <-done:
 			return nil, fmt.Errorf("the server answered before stalling: %v", err)
-		default:
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	return nil, fmt.Errorf("the server did not stall")
+	return nil, fmt.Errorf("the server did not stall within 5s")
 }
