@@ -37,8 +37,9 @@ type Config struct {
 	// that Redis Cluster keeps a fleet's keys in one slot, as its scripts
 	// need. Default "mailban"; braces are not allowed.
 	KeyPrefix string
-	// Host names this host in decisions it announces; other hosts ignore
-	// nothing but their own name's announcements. Default: the hostname.
+	// Host names this host in the decisions it announces and in its keys
+	// (burst marker, read positions); a host skips the stream entries it
+	// announced itself. Every host of a fleet needs its own. Required.
 	Host string
 	// Timeout bounds one round trip (a burst's tally). Past it, the burst
 	// is counted locally and Redis is taken as down. Default 1s.
