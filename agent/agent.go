@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/mailban/mailban/enforcers/dryrun"
 	"github.com/mailban/mailban/enforcers/hook"
 	"github.com/mailban/mailban/enforcers/nftables"
+	"github.com/mailban/mailban/fleet"
 	"github.com/mailban/mailban/parsers"
 	"github.com/mailban/mailban/rules"
 )
@@ -31,6 +33,10 @@ import (
 // positionsBucket holds each source stream's last processed Cursor, keyed
 // by source name, a NUL byte and the stream name.
 const positionsBucket = "positions"
+
+// seqKey is the positions bucket's key for the number of the last burst
+// (no source is named "": it cannot be a source's key).
+const seqKey = "\x00fleet-seq"
 
 // expireInterval is how often bans, locks and windows are aged.
 const expireInterval = 5 * time.Second
@@ -78,6 +84,7 @@ type Agent struct {
 	srcM   *source.Metrics
 	store  *state.Store
 	engine *rules.Engine
+	fleet  *fleet.Store // nil: this host alone
 	opt    Options
 
 	lines   chan source.Line
@@ -91,8 +98,12 @@ type Agent struct {
 	hook      *hook.Server      // the running hook, kept across reloads; nil when off
 	positions map[string][]byte // source name + "\x00" + stream → cursor value
 	dirtyPos  map[string]struct{}
-	pending   []state.Record // changes not yet committed (kept across a failed commit)
+	burstPos  map[string][]byte // positions changed since they last went to the fleet
+	seq       uint64            // bursts processed, for the fleet's positions
+	pending   []state.Record    // changes not yet committed (kept across a failed commit)
 	decided   []rules.Decision
+	batch     []parsers.Event // the burst's events, observed together
+	batchPtrs []*parsers.Event
 	lineCount map[string]prometheus.Counter
 }
 
@@ -138,6 +149,7 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		sources:   map[string]*runningSource{},
 		positions: map[string][]byte{},
 		dirtyPos:  map[string]struct{}{},
+		burstPos:  map[string][]byte{},
 		lineCount: map[string]prometheus.Counter{},
 	}
 	var err error
@@ -164,9 +176,19 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		a.store.Close()
 		return nil, err
 	}
-	// Enforcers come after the state: the hook answers mail servers from
-	// the engine as soon as it listens, so the engine must hold its bans.
+	if cfg.Fleet != nil {
+		if err := a.joinFleet(cfg.Fleet); err != nil {
+			a.store.Close()
+			return nil, err
+		}
+	}
+	// Enforcers come after the state and the fleet: the hook answers mail
+	// servers from the engine as soon as it listens, so the engine must
+	// hold its bans and use the store it will keep.
 	if a.enforcers, err = a.buildEnforcers(cfg); err != nil {
+		if a.fleet != nil {
+			a.fleet.Close()
+		}
 		a.store.Close()
 		return nil, err
 	}
@@ -175,12 +197,40 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 	return a, nil
 }
 
+// joinFleet makes the engine count in the fleet's Redis. Connecting waits
+// for Run: a Redis that is down does not keep mailban from starting.
+func (a *Agent) joinFleet(fc *config.FleetConfig) error {
+	fo, err := fc.Options()
+	if err != nil {
+		return err
+	}
+	fo.Clock = a.clock
+	a.fleet, err = fleet.New(fo, a.log, a.reg)
+	if err != nil {
+		return err
+	}
+	if err := a.engine.UseStore(a.fleet); err != nil {
+		a.fleet.Close()
+		return fmt.Errorf("join fleet: %w", err)
+	}
+	return nil
+}
+
+// Fleet is the fleet store, or nil when this host is alone.
+func (a *Agent) Fleet() *fleet.Store { return a.fleet }
+
 // restore loads positions and rule state saved by the last run.
 func (a *Agent) restore() error {
 	n := 0
 	err := a.store.Load(func(r state.Record) error {
 		n++
 		switch {
+		case r.Bucket == positionsBucket && string(r.Key) == seqKey:
+			if len(r.Value) != 8 {
+				return fmt.Errorf("burst number is %d bytes, want 8", len(r.Value))
+			}
+			a.seq = binary.BigEndian.Uint64(r.Value)
+			return nil
 		case r.Bucket == positionsBucket:
 			a.positions[string(r.Key)] = slices.Clone(r.Value)
 			return nil
@@ -303,6 +353,18 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		wg.Go(func() { a.serveMetrics(httpCtx, a.cfg.Metrics.Listen) })
 	}
 
+	var fleetDecisions <-chan []rules.Decision
+	var fleetReady <-chan struct{}
+	if a.fleet != nil {
+		// Resume after the lines already counted in Redis, then catch up
+		// before enforcers reconcile, so that they start with what the
+		// fleet holds.
+		a.adoptFleetPositions(ctx)
+		a.resyncFleet(ctx)
+		a.decided = a.decided[:0] // reconcile below gives enforcers all that is in force
+		fleetDecisions, fleetReady = a.fleet.Decisions(), a.fleet.Ready()
+		wg.Go(func() { a.fleet.Run(ctx) })
+	}
 	a.reconcile(ctx)
 	a.m.reloadSuccess.Set(1)
 	a.m.reloadTime.Set(float64(time.Now().Unix()))
@@ -328,6 +390,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.decided = append(a.decided, a.engine.Expire()...)
 			a.enforce(ctx)
 			a.updateGauges()
+		case ds := <-fleetDecisions:
+			for _, d := range ds {
+				if a.engine.ApplyShared(d) {
+					a.decided = append(a.decided, d)
+				}
+			}
+			a.enforce(ctx)
+		case <-fleetReady:
+			a.resyncFleet(ctx)
+			a.enforce(ctx)
 		case <-checkpoint.C:
 			a.checkpoint()
 		case req := <-a.reloads:
@@ -345,7 +417,47 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 func (a *Agent) processBurst(ctx context.Context, first source.Line) {
 	a.process(first)
 	a.processQueued(1024)
+	a.observeBatch()
 	a.enforce(ctx)
+}
+
+// resyncFleet hands the fleet what this host did alone while Redis was
+// away and takes in what the fleet holds (fleet.Store.Resync).
+func (a *Agent) resyncFleet(ctx context.Context) {
+	// Every position goes with the counts handed back, so that Redis's
+	// positions are whole again after a time this host counted alone.
+	a.fleet.SetPositions(a.seq, a.positions)
+	ds, err := a.fleet.Resync(ctx, a.engine)
+	a.decided = append(a.decided, ds...)
+	if err != nil {
+		a.log.Error("fleet: redis unavailable; counting on this host alone and trying again", "error", err)
+		return
+	}
+	// The counts handed back are no longer this host's: save that now.
+	a.checkpoint()
+}
+
+// adoptFleetPositions resumes from the read positions Redis keeps for
+// this host when they are at least as new as the state file's: the host
+// stopped (crashed) after Redis had counted lines its last checkpoint did
+// not cover. Its own windows are then counts Redis already has.
+func (a *Agent) adoptFleetPositions(ctx context.Context) {
+	seq, pos, err := a.fleet.Positions(ctx)
+	if err != nil {
+		a.log.Warn("fleet: could not read this host's positions in redis; resuming from the state file", "error", err)
+		return
+	}
+	if seq == 0 || seq < a.seq {
+		return
+	}
+	for k, v := range pos {
+		a.positions[k] = v
+		a.dirtyPos[k] = struct{}{}
+	}
+	dropped := a.engine.DrainCounts()
+	a.log.Info("fleet: resuming after the lines already counted in redis", "burst", seq, "state_file_burst", a.seq, "positions", len(pos), "local_counts_dropped", len(dropped))
+	a.seq = seq
+	a.dirtyPos[seqKey] = struct{}{}
 }
 
 // processQueued processes the lines already queued, at most limit of them,
@@ -387,12 +499,39 @@ func (a *Agent) process(l source.Line) {
 		key := l.Source + "\x00" + l.Cursor.Stream
 		a.positions[key] = l.Cursor.Value
 		a.dirtyPos[key] = struct{}{}
+		if a.fleet != nil {
+			a.burstPos[key] = l.Cursor.Value
+		}
 	}
 }
 
 func (a *Agent) observe(ev *parsers.Event) {
 	a.m.events.WithLabelValues(ev.Format, ev.Kind.String(), string(ev.Service)).Inc()
-	a.decided = append(a.decided, a.engine.Observe(ev)...)
+	a.batch = append(a.batch, *ev)
+}
+
+// observeBatch hands the burst's events to the rules in one call: in
+// fleet mode, one round trip to Redis per burst.
+func (a *Agent) observeBatch() {
+	if a.fleet != nil && len(a.burstPos) > 0 {
+		// The positions go to Redis with the burst's counts, so that after
+		// a crash the lines counted there are not counted again.
+		a.seq++
+		a.dirtyPos[seqKey] = struct{}{}
+		a.fleet.SetPositions(a.seq, a.burstPos)
+		clear(a.burstPos)
+	}
+	if len(a.batch) == 0 {
+		return
+	}
+	ptrs := a.batchPtrs[:0]
+	for i := range a.batch {
+		ptrs = append(ptrs, &a.batch[i])
+	}
+	a.decided, _ = a.engine.ObserveBatch(ptrs, a.decided) // a fleet failure is logged and counted by the fleet
+	clear(ptrs)
+	clear(a.batch)
+	a.batchPtrs, a.batch = ptrs[:0], a.batch[:0]
 }
 
 // Report counts an event that did not come from a log line (a hook
@@ -456,7 +595,11 @@ func (a *Agent) checkpoint() {
 		a.pending = append(a.pending, state.Record{Bucket: r.Bucket, Key: r.Key, Value: r.Value})
 	}
 	for key := range a.dirtyPos {
-		a.pending = append(a.pending, state.Record{Bucket: positionsBucket, Key: []byte(key), Value: a.positions[key]})
+		v := a.positions[key]
+		if key == seqKey {
+			v = binary.BigEndian.AppendUint64(nil, a.seq)
+		}
+		a.pending = append(a.pending, state.Record{Bucket: positionsBucket, Key: []byte(key), Value: v})
 	}
 	clear(a.dirtyPos)
 	if len(a.pending) == 0 {
@@ -591,6 +734,7 @@ func (a *Agent) stopSources(ctx context.Context, names []string) {
 		delete(a.sources, n)
 	}
 	a.processQueued(cap(a.lines))
+	a.observeBatch()
 	a.enforce(ctx)
 }
 
@@ -643,6 +787,9 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	}
 	if cfg.State.Path != a.cfg.State.Path {
 		a.log.Warn("state.path changed: it takes effect at the next start", "running", a.cfg.State.Path, "configured", cfg.State.Path)
+	}
+	if !reflect.DeepEqual(cfg.Fleet, a.cfg.Fleet) {
+		a.log.Warn("fleet settings changed: they take effect at the next start")
 	}
 	if cfg.Metrics.Listen != a.cfg.Metrics.Listen {
 		a.log.Warn("metrics.listen changed: it takes effect at the next start", "running", a.cfg.Metrics.Listen, "configured", cfg.Metrics.Listen)
@@ -747,6 +894,9 @@ func warnDoubleCounting(log *slog.Logger, cfg *config.Config) {
 func (a *Agent) close() error {
 	a.closeEnforcers(a.enforcers)
 	a.enforcers = nil
+	if a.fleet != nil {
+		a.fleet.Close()
+	}
 	return a.store.Close()
 }
 

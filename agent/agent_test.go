@@ -18,10 +18,11 @@ import (
 
 // recorder is an Enforcer that remembers what it was told.
 type recorder struct {
-	mu        sync.Mutex
-	decisions []rules.Decision
-	active    []rules.Decision
-	changed   chan struct{}
+	mu         sync.Mutex
+	decisions  []rules.Decision
+	active     []rules.Decision
+	reconciled int // calls of Reconcile
+	changed    chan struct{}
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 100)} }
@@ -39,6 +40,7 @@ func (r *recorder) Apply(_ context.Context, batch []rules.Decision) error {
 func (r *recorder) Reconcile(_ context.Context, active []rules.Decision) error {
 	r.mu.Lock()
 	r.active = active
+	r.reconciled++
 	r.mu.Unlock()
 	return nil
 }

@@ -53,6 +53,17 @@
 // TakeChanges returned decides as the engine that wrote it would have
 // (evidence aside, as above).
 //
+// # Stores
+//
+// The windows, login locks and successes, and offences are the engine's
+// counting state. It lives in the engine's own maps unless UseStore gives
+// it a Store shared with other engines (package fleet: Redis). Then
+// ObserveBatch tallies each burst there in one call, decisions other
+// engines made come in through ApplyShared, and the engine's own maps count
+// only while the store fails (HandBack gives those counts to the store when
+// it is back). Package rules/rulestest holds the behavioural tests every
+// store passes.
+//
 // # Cost
 //
 // A million addresses with one failure each take about 90 bytes each

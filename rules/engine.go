@@ -61,6 +61,16 @@ type Engine struct {
 	dirtyLogins    map[string]uint8 // dirtyWindow, dirtyLock
 	dirtyBans      map[netip.Prefix]struct{}
 	dirtyBlocks    map[netip.Prefix]struct{}
+
+	// With a Store (see store.go), the windows live there; these hold
+	// what stays local.
+	store      Store
+	sharedMu   sync.Mutex          // one ObserveBatch at a time talks to the store
+	heads      map[groupKey]uint64 // evidence head per address group
+	loginHeads map[string]uint64   // evidence head per login
+	ops        []Op
+	outcomes   []Outcome
+	opOf       []int32 // per event of a batch: its index in ops, or -1
 }
 
 const (
@@ -199,6 +209,10 @@ func (e *Engine) Observe(ev *parsers.Event) []Decision {
 	if ev == nil || (ev.Kind != parsers.AuthFailure && ev.Kind != parsers.AuthSuccess) {
 		return nil
 	}
+	if e.store != nil {
+		ds, _ := e.ObserveBatch([]*parsers.Event{ev}, nil)
+		return ds
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.clock.Now().UnixNano()
@@ -308,7 +322,7 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 		c := ls.win.count(&e.slab) + attempts
 		if c >= e.cfg.Login.Count {
 			evidence := e.evidence.lines(ls.win.head(&e.slab), true, loginRef-loginPeriod, e.cfg.EvidenceLines)
-			reason := fmt.Sprintf("%d failed logins in %s (threshold %s)", c, FormatDuration(e.cfg.Login.Period), e.cfg.Login)
+			reason := LockReason(c, e.cfg.Login)
 			if d, ok := e.lock(ev.Login, ls, t, now, reason, evidence); ok {
 				out = append(out, d)
 			}
@@ -330,7 +344,7 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 		} else {
 			w.release(&e.slab)
 		}
-		reason := fmt.Sprintf("failed login as %q, which is locked", ev.Login)
+		reason := LockBanReason(ev.Login)
 		if d, ok := e.ban(key, pfx, t, now, reason, evidence); ok {
 			out = append(out, d)
 		}
@@ -343,7 +357,7 @@ func (e *Engine) failure(ev *parsers.Event, addr netip.Addr, t, now int64) []Dec
 			} else {
 				w.release(&e.slab)
 			}
-			reason := fmt.Sprintf("%d failures in %s (threshold %s)", c, FormatDuration(e.cfg.IP.Period), e.cfg.IP)
+			reason := ThresholdBanReason(c, e.cfg.IP)
 			if d, ok := e.ban(key, pfx, t, now, reason, evidence); ok {
 				out = append(out, d)
 			}
@@ -423,14 +437,10 @@ func (e *Engine) ban(key groupKey, p netip.Prefix, t, now int64, reason string, 
 	prev := len(ends)
 	length, permanent := e.banLength(prev)
 	end, until := int64(math.MaxInt64), int64(0)
-	if permanent {
-		reason += fmt.Sprintf("; %s offence: banned permanently", ordinal(prev+1))
-	} else {
+	if !permanent {
 		end, until = t+int64(length), t+int64(length)
-		if prev > 0 {
-			reason += fmt.Sprintf("; %s offence: banned for %s", ordinal(prev+1), FormatDuration(length))
-		}
 	}
+	reason += OffenceSuffix(prev, length, permanent)
 	// Keep ends sorted: events from several sources may come slightly out
 	// of order.
 	i := len(ends)

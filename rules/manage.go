@@ -17,6 +17,14 @@ var ErrAllowlisted = errors.New("overlaps the allowlist")
 // network that overlaps the allowlist. A ban already held on p is replaced.
 // Manual bans are not offences: they do not make later bans grow.
 func (e *Engine) BanManual(p netip.Prefix, d time.Duration, reason string) (Decision, error) {
+	dec, err := e.banManual(p, d, reason)
+	if err == nil {
+		e.announce(dec)
+	}
+	return dec, err
+}
+
+func (e *Engine) banManual(p netip.Prefix, d time.Duration, reason string) (Decision, error) {
 	p, err := canonicalPrefix(p)
 	if err != nil {
 		return Decision{}, fmt.Errorf("ban: %w", err)
@@ -50,6 +58,14 @@ func manualReason(what, reason string) string {
 // address p stands for (an operator's unban is a pardon). It reports false
 // when no ban is held on p.
 func (e *Engine) Unban(p netip.Prefix) (Decision, bool) {
+	d, ok := e.unban(p)
+	if ok {
+		e.announce(d)
+	}
+	return d, ok
+}
+
+func (e *Engine) unban(p netip.Prefix) (Decision, bool) {
 	p, err := canonicalPrefix(p)
 	if err != nil {
 		return Decision{}, false
@@ -73,6 +89,14 @@ func (e *Engine) Unban(p netip.Prefix) (Decision, bool) {
 // BlockManual blocks p with no expiry. It refuses a network that overlaps
 // the allowlist. Blocking p again replaces the reason.
 func (e *Engine) BlockManual(p netip.Prefix, reason string) (Decision, error) {
+	d, err := e.blockManual(p, reason)
+	if err == nil {
+		e.announce(d)
+	}
+	return d, err
+}
+
+func (e *Engine) blockManual(p netip.Prefix, reason string) (Decision, error) {
 	p, err := canonicalPrefix(p)
 	if err != nil {
 		return Decision{}, fmt.Errorf("block: %w", err)
@@ -96,6 +120,14 @@ func (e *Engine) BlockManual(p netip.Prefix, reason string) (Decision, error) {
 // there is none, and also when p stays blocked by configuration (lift that
 // by changing Config.Blocked).
 func (e *Engine) UnblockManual(p netip.Prefix) (Decision, bool) {
+	d, ok := e.unblockManual(p)
+	if ok {
+		e.announce(d)
+	}
+	return d, ok
+}
+
+func (e *Engine) unblockManual(p netip.Prefix) (Decision, bool) {
 	p, err := canonicalPrefix(p)
 	if err != nil {
 		return Decision{}, false
@@ -118,6 +150,14 @@ func (e *Engine) UnblockManual(p netip.Prefix) (Decision, bool) {
 // Unlock lifts the lock on login (normalised here). It reports false when
 // the login is not locked.
 func (e *Engine) Unlock(login string) (Decision, bool) {
+	d, ok := e.unlock(login)
+	if ok {
+		e.announce(d)
+	}
+	return d, ok
+}
+
+func (e *Engine) unlock(login string) (Decision, bool) {
 	login = normalizeLogin(login)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -272,6 +312,9 @@ func (e *Engine) Expire() []Decision {
 			e.touchLogin(login, dirtyWindow)
 		}
 	}
+	if e.store != nil {
+		e.pruneHeads(now)
+	}
 	sortDecisions(out)
 	return out
 }
@@ -288,6 +331,11 @@ func (e *Engine) Reconfigure(cfg Config) ([]Decision, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.store != nil {
+		if err := e.store.Configure(cfg); err != nil {
+			return nil, fmt.Errorf("reconfigure store: %w", err)
+		}
+	}
 	now := e.clock.Now().UnixNano()
 	var out []Decision
 

@@ -43,6 +43,9 @@ type Config struct {
 	Formats         []parsers.FormatSpec `yaml:"formats"`
 	Enforcers       EnforcersConfig      `yaml:"enforcers"`
 	Metrics         MetricsConfig        `yaml:"metrics"`
+	// Fleet shares counting and decisions with other mail hosts through
+	// Redis; absent (the default), this host counts and decides alone.
+	Fleet *FleetConfig `yaml:"fleet"`
 
 	// File is where the configuration was read from ("" for built-in defaults).
 	File string `yaml:"-"`
@@ -428,6 +431,12 @@ func (c *Config) resolvePaths(dir string) {
 		return p
 	}
 	c.State.Path = abs(c.State.Path)
+	if f := c.Fleet; f != nil {
+		f.Redis.PasswordFile = abs(f.Redis.PasswordFile)
+		if t := f.Redis.TLS; t != nil {
+			t.CAFile, t.CertFile, t.KeyFile = abs(t.CAFile), abs(t.CertFile), abs(t.KeyFile)
+		}
+	}
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		for j, p := range s.Paths {
@@ -595,6 +604,9 @@ func (c *Config) check() Errors {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9847): %v", c.Metrics.Listen, err)
 		}
+	}
+	if c.Fleet != nil {
+		errs = append(errs, c.Fleet.check()...)
 	}
 	return errs
 }

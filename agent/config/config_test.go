@@ -457,3 +457,39 @@ sources:
 		t.Errorf("webhook source %+v", w)
 	}
 }
+
+func TestFleetConfig(t *testing.T) {
+	bad := []struct{ yaml, want string }{
+		{"fleet:\n  redis: {}\n", `t.yaml:2: fleet.redis.address: must name the Redis server (host:port)`},
+		{"fleet:\n  redis:\n    address: redis.example\n", `t.yaml:3: fleet.redis.address: "redis.example" is not host:port (e.g. 127.0.0.1:6379): address redis.example: missing port in address`},
+		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    key-prefix: \"{x}\"\n", `t.yaml:4: fleet.redis.key-prefix: "{x}": braces are not allowed (mailban puts the prefix in a hash tag itself)`},
+		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    password: a\n    password-file: /p\n", `t.yaml:5: fleet.redis.password-file: give password or password-file, not both`},
+		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    tls:\n      cert-file: /c\n", `t.yaml:5: fleet.redis.tls.cert-file: cert-file and key-file go together`},
+		{"fleet:\n  redis:\n    adress: 127.0.0.1:6379\n", `t.yaml:3: fleet.redis.adress: unknown key (check its spelling and indentation)`},
+		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    timeout: soon\n", `t.yaml:4: fleet.redis.timeout: "soon" is not a duration (use a number and a unit: s, m, h, d, w; e.g. 90s, 10m, 1d)`},
+	}
+	for _, tc := range bad {
+		_, err := Parse([]byte(tc.yaml), "t.yaml")
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got %v\nwant %s", tc.yaml, err, tc.want)
+		}
+	}
+
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]byte("fleet:\n  host: mx2\n  redis:\n    address: 127.0.0.1:6379\n    username: mb\n    password-file: pw\n    tls: {server-name: redis.test}\n"), filepath.Join(dir, "m.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := cfg.Fleet.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Host != "mx2" || o.Username != "mb" || o.Password != "s3cret" || o.KeyPrefix != "mailban" || o.Timeout != time.Second ||
+		o.TLS == nil || o.TLS.ServerName != "redis.test" {
+		t.Errorf("options %+v", o)
+	}
+}

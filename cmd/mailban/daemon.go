@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mailban/mailban/agent"
 	"github.com/mailban/mailban/agent/config"
 )
@@ -30,6 +32,12 @@ func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 	level.Set(slog.Level(cfg.Log.Level))
 	logger := newLogger(stderr, cfg.Log.Format, level)
 
+	if cfg.Fleet != nil {
+		// go-redis logs through a process-wide logger of its own (to
+		// stderr by default). The fleet store reports what matters itself;
+		// the client's own lines go to mailban's log, at debug level.
+		redis.SetLogger(redisLog{logger})
+	}
 	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh, Stdin: interruptible(stdin)})
 	if err != nil {
 		return err
@@ -63,6 +71,13 @@ func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 			return nil
 		}
 	}
+}
+
+// redisLog passes go-redis's log lines to mailban's log.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // parseConfigFlags parses a command's flags, which take no arguments, and
@@ -100,6 +115,13 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  addresses: ban after %s, for %s (x%g per repeat, at most %s)\n",
 		rc.IP, rc.BanFor, rc.BanFactor, rc.BanMax)
 	fmt.Fprintf(stdout, "  logins:    lock after %s, for %s\n", rc.Login, rc.LockFor)
+	if f := cfg.Fleet; f != nil {
+		host := f.Host
+		if host == "" {
+			host = "this host's name"
+		}
+		fmt.Fprintf(stdout, "  fleet:     counts with other hosts in redis %s (keys {%s}:*), as %s\n", f.Redis.Address, f.Redis.KeyPrefix, host)
+	}
 	for _, s := range cfg.Sources {
 		formats := "all formats"
 		if len(s.Formats) > 0 {
