@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +42,7 @@ type Config struct {
 	Formats         []parsers.FormatSpec `yaml:"formats"`
 	Enforcers       EnforcersConfig      `yaml:"enforcers"`
 	Metrics         MetricsConfig        `yaml:"metrics"`
+	Control         ControlConfig        `yaml:"control"`
 
 	// File is where the configuration was read from ("" for built-in defaults).
 	File string `yaml:"-"`
@@ -129,6 +132,19 @@ type MetricsConfig struct {
 	Listen string `yaml:"listen"`
 }
 
+// ControlConfig is about the control socket the CLI speaks to.
+type ControlConfig struct {
+	// Socket is the unix socket's path; "" turns it off. Only its owner
+	// (root) may use it, unless Group is set.
+	Socket string `yaml:"socket"`
+	// Group, a group name or number, may use the socket too (mode 0660).
+	Group string `yaml:"group"`
+}
+
+// DefaultControlSocket is where the daemon listens and the CLI connects
+// unless configured otherwise.
+const DefaultControlSocket = "/run/mailban/control.sock"
+
 // Default is the configuration used for keys a file leaves out.
 func Default() *Config {
 	return &Config{
@@ -147,6 +163,7 @@ func Default() *Config {
 		},
 		Allowlist: AllowlistConfig{Loopback: true, HostAddresses: true},
 		Metrics:   MetricsConfig{Listen: "127.0.0.1:9847"},
+		Control:   ControlConfig{Socket: DefaultControlSocket},
 	}
 }
 
@@ -236,6 +253,7 @@ func (c *Config) resolvePaths(dir string) {
 		return p
 	}
 	c.State.Path = abs(c.State.Path)
+	c.Control.Socket = abs(c.Control.Socket)
 	for i := range c.Sources {
 		for j, p := range c.Sources[i].Paths {
 			c.Sources[i].Paths[j] = abs(p)
@@ -370,6 +388,15 @@ func (c *Config) check() Errors {
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%q is not host:port (e.g. 127.0.0.1:9847): %v", c.Metrics.Listen, err)
+		}
+	}
+	if g := c.Control.Group; g != "" {
+		if c.Control.Socket == "" {
+			bad("control.group", "names a group for a socket that is turned off (control.socket is empty)")
+		} else if _, err := strconv.Atoi(g); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				bad("control.group", "no group %q on this host (%v)", g, err)
+			}
 		}
 	}
 	return errs

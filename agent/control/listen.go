@@ -10,12 +10,14 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/mailban/mailban/agent/config"
 )
 
 // DefaultSocket is where the daemon listens and the CLI connects unless
 // configured otherwise; systemd's RuntimeDirectory=mailban creates its
 // directory.
-const DefaultSocket = "/run/mailban/control.sock"
+const DefaultSocket = config.DefaultControlSocket
 
 // Listener is the control socket. Close removes the socket file if it is
 // still the one Listen made.
