@@ -69,6 +69,7 @@ rules:
   ip: {threshold: "3/10m"}
 allowlist: {host-addresses: false}
 metrics: {listen: ""}
+control: {socket: ""}
 `, dir)
 	path := filepath.Join(dir, "mailban.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {

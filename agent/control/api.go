@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -162,13 +163,28 @@ const (
 	CodeUnavailable = "unavailable" // the client could not reach the daemon
 )
 
-// Sentinel errors a Backend wraps (with %w) to say which code its failure
-// has; any other error is CodeFailed.
+// Sentinels for errors.Is: errors.Is(err, ErrNotFound) holds for every
+// error of code not_found.
 var (
 	ErrInvalid  = &Error{Code: CodeInvalid}
 	ErrNotFound = &Error{Code: CodeNotFound}
 	ErrRefused  = &Error{Code: CodeRefused}
 )
+
+// Invalidf, NotFoundf and Refusedf make the errors a Backend returns to say
+// which code its failure has; any other error is CodeFailed. The message
+// should say what to do.
+func Invalidf(format string, args ...any) error { return newError(CodeInvalid, format, args...) }
+
+// NotFoundf: see Invalidf.
+func NotFoundf(format string, args ...any) error { return newError(CodeNotFound, format, args...) }
+
+// Refusedf: see Invalidf.
+func Refusedf(format string, args ...any) error { return newError(CodeRefused, format, args...) }
+
+func newError(code, format string, args ...any) error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
 
 // Error is a failed request as the client sees it.
 type Error struct {

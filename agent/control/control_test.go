@@ -267,6 +267,9 @@ func TestErrorsKeepTheirCodeAcrossTheSocket(t *testing.T) {
 	ctx := context.Background()
 	for _, sentinel := range []error{ErrNotFound, ErrRefused, ErrInvalid, errors.New("disk full")} {
 		b.fail = fmt.Errorf("unban 203.0.113.7/32: %w", sentinel)
+		if code := CodeOf(sentinel); code != CodeFailed {
+			b.fail = newError(code, "unban 203.0.113.7/32: nothing to say")
+		}
 		_, err := c.Unban(ctx, Request{Target: "203.0.113.7"})
 		if err == nil || !strings.Contains(err.Error(), "unban 203.0.113.7/32: ") {
 			t.Errorf("%v: client got %v", sentinel, err)

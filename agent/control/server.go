@@ -72,7 +72,7 @@ func NewServer(b Backend, logger *slog.Logger, reg prometheus.Registerer) (*Serv
 	s.handle("GET /v1/why", "why", func(r *http.Request) (any, error) {
 		subject := strings.TrimSpace(r.URL.Query().Get("subject"))
 		if subject == "" {
-			return nil, invalid("name an address, a network or a login")
+			return nil, Invalidf("name an address, a network or a login")
 		}
 		return b.Why(r.Context(), subject)
 	})
@@ -86,10 +86,6 @@ func NewServer(b Backend, logger *slog.Logger, reg prometheus.Registerer) (*Serv
 		writeJSON(w, http.StatusNotFound, &Error{Code: CodeInvalid, Message: fmt.Sprintf("no command %s %s (this mailban speaks /v1/)", r.Method, r.URL.Path)})
 	})
 	return s, nil
-}
-
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w", &Error{Code: CodeInvalid, Message: fmt.Sprintf(format, args...)})
 }
 
 func (s *Server) handle(pattern, command string, fn func(r *http.Request) (any, error)) {
@@ -135,26 +131,26 @@ func (s *Server) list(r *http.Request, what string) ([]Entry, error) {
 	switch f.Type {
 	case "", "ban", "block":
 	default:
-		return nil, invalid("type %q: want ban or block", f.Type)
+		return nil, Invalidf("type %q: want ban or block", f.Type)
 	}
 	if n := q.Get("net"); n != "" {
 		p, err := ParseTarget(n)
 		if err != nil {
-			return nil, invalid("%v", err)
+			return nil, Invalidf("%v", err)
 		}
 		f.Network = p
 	}
 	if v := q.Get("permanent"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return nil, invalid("permanent=%q: want true or false", v)
+			return nil, Invalidf("permanent=%q: want true or false", v)
 		}
 		f.Permanent = b
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return nil, invalid("limit=%q: want a whole number, 0 for all", v)
+			return nil, Invalidf("limit=%q: want a whole number, 0 for all", v)
 		}
 		f.Limit = n
 	}
@@ -171,7 +167,7 @@ func (s *Server) change(do func(context.Context, Order) (Result, error), parse f
 		dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			return nil, invalid("read request: %v", err)
+			return nil, Invalidf("read request: %v", err)
 		}
 		o, err := parse(req)
 		if err != nil {
@@ -186,7 +182,7 @@ func networkOrder(withDuration bool) func(Request) (Order, error) {
 	return func(req Request) (Order, error) {
 		p, err := ParseTarget(req.Target)
 		if err != nil {
-			return Order{}, invalid("%v", err)
+			return Order{}, Invalidf("%v", err)
 		}
 		o := Order{Network: p, Force: req.Force, Inside: req.Inside}
 		if o.Reason, err = checkReason(req.Reason); err != nil {
@@ -194,10 +190,10 @@ func networkOrder(withDuration bool) func(Request) (Order, error) {
 		}
 		if req.For != "" {
 			if !withDuration {
-				return Order{}, invalid("only a ban takes a duration")
+				return Order{}, Invalidf("only a ban takes a duration")
 			}
 			if o.For, o.Permanent, err = ParseBanLength(req.For); err != nil {
-				return Order{}, invalid("%v", err)
+				return Order{}, Invalidf("%v", err)
 			}
 		}
 		return o, nil
@@ -207,7 +203,7 @@ func networkOrder(withDuration bool) func(Request) (Order, error) {
 func loginOrder(req Request) (Order, error) {
 	login := strings.TrimSpace(req.Target)
 	if login == "" {
-		return Order{}, invalid("name a login")
+		return Order{}, Invalidf("name a login")
 	}
 	return Order{Login: login}, nil
 }
@@ -243,11 +239,11 @@ func ParseBanLength(s string) (d time.Duration, permanent bool, err error) {
 func checkReason(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if len(s) > MaxReason {
-		return "", invalid("the reason is %d bytes; at most %d", len(s), MaxReason)
+		return "", Invalidf("the reason is %d bytes; at most %d", len(s), MaxReason)
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return "", invalid("the reason contains a control character or invalid UTF-8 (%q); write it on one line", r)
+			return "", Invalidf("the reason contains a control character or invalid UTF-8 (%q); write it on one line", r)
 		}
 	}
 	return s, nil

@@ -10,10 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/mailban/mailban/agent"
 	"github.com/mailban/mailban/agent/config"
+	"github.com/mailban/mailban/agent/sdnotify"
 )
 
 func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
@@ -28,7 +31,29 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	level.Set(slog.Level(cfg.Log.Level))
 	logger := newLogger(stderr, cfg.Log.Format, level)
 
-	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh})
+	sd, err := sdnotify.FromEnv(os.Getenv)
+	if err != nil {
+		logger.Warn("systemd notifications off", "error", err)
+	}
+	var a *agent.Agent
+	// reload is what SIGHUP and `mailban reload` both do: systemd sees the
+	// reload begin and end, and a broken file leaves the running
+	// configuration in force.
+	reload := func(ctx context.Context) error {
+		notify(logger, sd.Reloading())
+		defer func() { notify(logger, sd.Ready("")) }()
+		next, err := config.Load(*path)
+		if err == nil {
+			err = a.Reload(ctx, next)
+		}
+		if err != nil {
+			logger.Error("configuration not reloaded; the running one stays in force", "error", err)
+			return err
+		}
+		level.Set(slog.Level(next.Log.Level))
+		return nil
+	}
+	a, err = agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh, Version: version, Reload: reload})
 	if err != nil {
 		return err
 	}
@@ -38,29 +63,56 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	wg.Go(func() { done <- a.Run(ctx) })
+	ready := a.Ready()
 	for {
 		select {
+		case <-ready:
+			ready = nil
+			notify(logger, sd.Ready(fmt.Sprintf("watching %d sources", len(cfg.Sources))))
+			if interval, ok, err := sdnotify.WatchdogInterval(os.Getenv, os.Getpid()); err != nil {
+				logger.Warn("systemd watchdog off", "error", err)
+			} else if ok {
+				wg.Go(func() { keepalive(ctx, sd, a, interval, logger) })
+			}
 		case <-hup:
 			logger.Info("SIGHUP: reloading configuration", "file", *path)
-			next, err := config.Load(*path)
-			if err == nil {
-				err = a.Reload(ctx, next)
-			}
-			if err != nil {
-				logger.Error("configuration not reloaded; the running one stays in force", "error", err)
-				continue
-			}
-			level.Set(slog.Level(next.Log.Level))
+			_ = reload(ctx) // logged by reload
+		case <-ctx.Done():
+			notify(logger, sd.Stopping())
+			return finish(logger, <-done)
 		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				return err
-			}
-			logger.Info("mailban stopped")
-			return nil
+			return finish(logger, err)
 		}
 	}
+}
+
+func finish(logger *slog.Logger, err error) error {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	logger.Info("mailban stopped")
+	return nil
+}
+
+func notify(logger *slog.Logger, err error) {
+	if err != nil {
+		logger.Warn("systemd notification not sent", "error", err)
+	}
+}
+
+// keepalive feeds systemd's watchdog twice per interval, each time only
+// after the agent's main loop has answered: a daemon that stopped handling
+// lines is restarted, not kept alive by a timer.
+func keepalive(ctx context.Context, sd *sdnotify.Notifier, a *agent.Agent, interval time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	sd.Keepalive(ctx, t.C, interval/2, a.Ping, func(err error) {
+		logger.Warn("watchdog not fed: the main loop did not answer in time", "error", err)
+	})
 }
 
 // parseConfigFlags parses a command's flags, which take no arguments, and
