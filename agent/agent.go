@@ -114,8 +114,9 @@ type runningSource struct {
 }
 
 type reloadRequest struct {
-	cfg  *config.Config
-	errc chan error
+	cfg     *config.Config
+	loadErr error // the file did not load: a failed reload to record
+	errc    chan error
 }
 
 type wallClock struct{}
@@ -285,7 +286,22 @@ func (a *Agent) Engine() *rules.Engine { return a.engine }
 // the difference in blocked networks. An error leaves the old
 // configuration running.
 func (a *Agent) Reload(ctx context.Context, cfg *config.Config) error {
-	req := reloadRequest{cfg: cfg, errc: make(chan error, 1)}
+	return a.sendReload(ctx, reloadRequest{cfg: cfg, errc: make(chan error, 1)})
+}
+
+// ReloadFile reads the configuration file at path and swaps it in as
+// Reload does. A file that does not load is a failed reload like one that
+// does not apply: counted in metrics, shown by status, and the running
+// configuration stays.
+func (a *Agent) ReloadFile(ctx context.Context, path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err := a.sendReload(ctx, reloadRequest{cfg: cfg, loadErr: err, errc: make(chan error, 1)}); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (a *Agent) sendReload(ctx context.Context, req reloadRequest) error {
 	select {
 	case a.reloads <- req:
 	case <-ctx.Done():
@@ -363,7 +379,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		case <-checkpoint.C:
 			a.checkpoint()
 		case req := <-a.reloads:
-			req.errc <- a.reload(ctx, req.cfg)
+			req.errc <- a.reload(ctx, req.cfg, req.loadErr)
 		case c := <-a.commands:
 			c.run(ctx)
 			close(c.done)
@@ -636,8 +652,11 @@ func (a *Agent) enforcerNames() []string {
 
 // reload applies a new configuration from the Run goroutine. Everything
 // that can fail is built before anything is swapped.
-func (a *Agent) reload(ctx context.Context, cfg *config.Config) error {
-	err := a.applyConfig(ctx, cfg)
+func (a *Agent) reload(ctx context.Context, cfg *config.Config, loadErr error) error {
+	err := loadErr
+	if err == nil {
+		err = a.applyConfig(ctx, cfg)
+	}
 	now := time.Now()
 	if err != nil {
 		a.m.reloadSuccess.Set(0)

@@ -188,10 +188,17 @@ func (a *Agent) allowedParts(verb string, p netip.Prefix, force bool) ([]netip.P
 	parts := subtract(p, inside)
 	if !force {
 		return nil, control.Refusedf("%s %s: it contains allowlisted %s, which stay allowed whatever you do; "+
-			"add --force to %s the rest of it (%d networks)",
-			verb, p, joinPrefixes(inside, 3), verb, len(parts))
+			"add --force to %s the rest of it (%s)",
+			verb, p, joinPrefixes(inside, 3), verb, networks(len(parts)))
 	}
 	return parts, nil
+}
+
+func networks(n int) string {
+	if n == 1 {
+		return "1 network"
+	}
+	return fmt.Sprintf("%d networks", n)
 }
 
 func family(p netip.Prefix) string {
@@ -290,7 +297,7 @@ func (a *Agent) ban(ctx context.Context, o control.Order) (control.Result, error
 	}
 	res.Message = fmt.Sprintf("banned %s %s", o.Network, how)
 	if len(parts) > 1 || parts[0] != o.Network {
-		res.Message = fmt.Sprintf("banned %s except its allowlisted addresses, as %d networks, %s", o.Network, len(parts), how)
+		res.Message = fmt.Sprintf("banned %s except its allowlisted addresses, as %s, %s", o.Network, networks(len(parts)), how)
 	}
 	return res, nil
 }
@@ -330,7 +337,7 @@ func (a *Agent) block(ctx context.Context, o control.Order) (control.Result, err
 	a.commit(ctx)
 	res.Message = fmt.Sprintf("blocked %s until unblocked (saved; mailban unblock %s lifts it)", o.Network, o.Network)
 	if len(parts) > 1 || parts[0] != o.Network {
-		res.Message = fmt.Sprintf("blocked %s except its allowlisted addresses, as %d networks, until unblocked", o.Network, len(parts))
+		res.Message = fmt.Sprintf("blocked %s except its allowlisted addresses, as %s, until unblocked", o.Network, networks(len(parts)))
 	}
 	return res, nil
 }
@@ -368,7 +375,7 @@ func (a *Agent) unban(ctx context.Context, o control.Order) (control.Result, err
 	a.commit(ctx)
 	res.Message = fmt.Sprintf("unbanned %s", p)
 	if o.Inside {
-		res.Message = fmt.Sprintf("unbanned %d bans inside %s", len(res.Entries), p)
+		res.Message = fmt.Sprintf("unbanned %d inside %s", len(res.Entries), p)
 	}
 	return res, nil
 }
@@ -407,7 +414,7 @@ func (a *Agent) whyNot(p netip.Prefix, want rules.Action, inside bool) string {
 		hints = append(hints, fmt.Sprintf("it lies inside %s (mailban %s %s)", strings.Join(around, ", "), verb, around[0]))
 	}
 	if len(in) > 0 && !inside {
-		hints = append(hints, fmt.Sprintf("%d lie inside it (add --inside to lift them all)", len(in)))
+		hints = append(hints, fmt.Sprintf("%d inside it (%s; add --inside to lift them all)", len(in), strings.Join(in[:min(3, len(in))], ", ")))
 	}
 	if len(other) > 0 {
 		hints = append(hints, "it is "+strings.Join(other, ", "))
@@ -473,7 +480,7 @@ func (a *Agent) unblock(ctx context.Context, o control.Order) (control.Result, e
 		res.Message = fmt.Sprintf("lifted the manual block on %s; %s stays blocked, being listed in blocked-networks of %s",
 			o.Network, strings.Join(kept, ", "), a.cfgFile)
 	case o.Inside:
-		res.Message = fmt.Sprintf("unblocked %d blocks inside %s", len(res.Entries), o.Network)
+		res.Message = fmt.Sprintf("unblocked %d inside %s", len(res.Entries), o.Network)
 	default:
 		res.Message = fmt.Sprintf("unblocked %s", o.Network)
 	}
@@ -592,11 +599,8 @@ func (b controlBackend) Reload(ctx context.Context) (control.Result, error) {
 	reload := b.a.opt.Reload
 	if reload == nil {
 		reload = func(ctx context.Context) error {
-			cfg, err := config.Load(b.a.cfgFile)
-			if err != nil {
-				return err
-			}
-			return b.a.Reload(ctx, cfg)
+			_, err := b.a.ReloadFile(ctx, b.a.cfgFile)
+			return err
 		}
 	}
 	if err := reload(ctx); err != nil {

@@ -42,10 +42,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	reload := func(ctx context.Context) error {
 		notify(logger, sd.Reloading())
 		defer func() { notify(logger, sd.Ready("")) }()
-		next, err := config.Load(*path)
-		if err == nil {
-			err = a.Reload(ctx, next)
-		}
+		next, err := a.ReloadFile(ctx, *path)
 		if err != nil {
 			logger.Error("configuration not reloaded; the running one stays in force", "error", err)
 			return err

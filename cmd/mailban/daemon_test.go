@@ -35,11 +35,21 @@ type daemon struct {
 	cmd  *exec.Cmd
 	logs chan map[string]any
 	done chan error
+	// early holds what was logged before "mailban running": goroutines
+	// started with it (the metrics endpoint) may log before or after.
+	early []map[string]any
 }
 
 func startDaemon(t *testing.T, bin, config string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, bin, config, nil)
+}
+
+// startDaemonEnv starts the daemon with env added to its environment.
+func startDaemonEnv(t *testing.T, bin, config string, env []string) *daemon {
+	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", config)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +76,7 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 			_ = cmd.Process.Kill()
 		}
 	})
-	d.await("mailban running", nil)
+	_, d.early = d.await("mailban running", nil)
 	return d
 }
 
@@ -75,6 +85,12 @@ func startDaemon(t *testing.T, bin, config string) *daemon {
 // over are returned too, so callers can check nothing unexpected happened.
 func (d *daemon) await(msg string, want map[string]any) (map[string]any, []map[string]any) {
 	d.t.Helper()
+	for i, rec := range d.early {
+		if rec["msg"] == msg && matches(rec, want) {
+			d.early = append(d.early[:i:i], d.early[i+1:]...)
+			return rec, nil
+		}
+	}
 	var skipped []map[string]any
 	deadline := time.After(20 * time.Second)
 	for {
@@ -181,6 +197,7 @@ sources:
 enforcers:
   log: {}
 metrics: {listen: "127.0.0.1:0"}
+control: {socket: %[1]s/control.sock}
 `
 
 func writeConfig(t *testing.T, dir, extra string) string {
