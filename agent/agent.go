@@ -495,6 +495,21 @@ func (a *Agent) reconcile(ctx context.Context) {
 	a.updateGauges()
 }
 
+// forgetEnforcers drops the health of enforcers a reload removed, so that
+// status and metrics show only those in use.
+func (a *Agent) forgetEnforcers(old []Enforcer) {
+	current := map[string]bool{}
+	for _, e := range a.enforcers {
+		current[e.Name()] = true
+	}
+	for _, e := range old {
+		if name := e.Name(); !current[name] {
+			delete(a.health, name)
+			a.m.enforcerHealthy.DeleteLabelValues(name)
+		}
+	}
+}
+
 // noteEnforcer records how an enforcer's attempt went, for status and
 // metrics.
 func (a *Agent) noteEnforcer(name string, err error) {
@@ -719,6 +734,7 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	a.parsers, a.enforcers = ps, enfs
 	a.allow = canonical(rc.Allow)
 	a.closeEnforcers(old)
+	a.forgetEnforcers(old)
 	a.reconcile(ctx)
 	a.decided = append(a.decided, ds...)
 	a.enforce(ctx)
