@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,6 +52,19 @@ func TestSocketModeAndOwnership(t *testing.T) {
 		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("socket still there after Close: %v", err)
 		}
+	}
+	// Another group, by name: root may give the socket to any group.
+	if g, err := user.LookupGroup("nogroup"); err == nil && os.Geteuid() == 0 {
+		path := filepath.Join(t.TempDir(), "c.sock")
+		ln, err := Listen(path, "nogroup")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Lstat(path)
+		if gid := fi.Sys().(*syscall.Stat_t).Gid; strconv.Itoa(int(gid)) != g.Gid || fi.Mode().Perm() != 0o660 {
+			t.Errorf("socket for group nogroup: gid %d, mode %v; want %s, 0660", gid, fi.Mode().Perm(), g.Gid)
+		}
+		ln.Close()
 	}
 	if _, err := Listen(filepath.Join(t.TempDir(), "c.sock"), "no-such-group-mailban"); err == nil {
 		t.Error("an unknown group was accepted")

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +157,10 @@ func TestControlCommandsAgainstARunningDaemon(t *testing.T) {
 		t.Fatalf("control socket: %v, mode %v; want 0600", err, fi.Mode())
 	}
 
+	if os.Geteuid() == 0 {
+		checkOthersAreKeptOut(t, bin, socket)
+	}
+
 	appendLines(t, logPath, failure("203.0.113.7", "alice@example.test"), failure("203.0.113.7", "bob@example.test"), failure("203.0.113.7", "alice@example.test"))
 	d.await("decision", map[string]any{"action": "ban", "prefix": "203.0.113.7/32"})
 
@@ -284,5 +289,34 @@ func TestControlCommandsAgainstARunningDaemon(t *testing.T) {
 	sd.await("STOPPING=1")
 	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket left behind: %v", err)
+	}
+}
+
+// checkOthersAreKeptOut runs the CLI as nobody: the socket (0600, root's)
+// refuses it, and the message says what to do.
+func checkOthersAreKeptOut(t *testing.T, bin, socket string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mbnobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobodyBin := filepath.Join(dir, "mailban")
+	if err := os.WriteFile(nobodyBin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(nobodyBin, "status", "--socket", socket)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUnavailable || !strings.Contains(string(out), "permission denied: run as root") {
+		t.Errorf("mailban status as nobody: %v\n%s\nwant exit %d and a permission hint", err, out, exitUnavailable)
 	}
 }
