@@ -54,7 +54,13 @@ func TestSocketModeAndOwnership(t *testing.T) {
 		}
 	}
 	// Another group, by name: root may give the socket to any group.
-	if g, err := user.LookupGroup("nogroup"); err == nil && os.Geteuid() == 0 {
+	g, err := user.LookupGroup("nogroup")
+	switch {
+	case os.Getenv("CI") == "true" && (err != nil || os.Geteuid() != 0):
+		t.Fatalf("CI runs as root on Debian, which has the group nogroup: %v (euid %d)", err, os.Geteuid())
+	case err != nil || os.Geteuid() != 0:
+		t.Log("not root, or no group nogroup: giving the socket to another group is not tested")
+	default:
 		path := filepath.Join(t.TempDir(), "c.sock")
 		ln, err := Listen(path, "nogroup")
 		if err != nil {
