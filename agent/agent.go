@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mailban/mailban/agent/config"
+	"github.com/mailban/mailban/agent/control"
 	"github.com/mailban/mailban/agent/source"
 	"github.com/mailban/mailban/agent/state"
 	"github.com/mailban/mailban/enforcers/dryrun"
@@ -59,6 +61,12 @@ type Options struct {
 	// input, made interruptible where it can be (a pipe in non-blocking
 	// mode), so that stopping does not wait for the next line.
 	Stdin io.Reader
+	// Version is reported by `mailban status` and mailban_build_info.
+	Version string
+	// Reload is what the control socket's reload command does; nil reads
+	// the configuration file again and calls Reload. The daemon passes the
+	// same function SIGHUP runs, so both tell systemd and set the log level.
+	Reload func(ctx context.Context) error
 }
 
 // Source is one stream of log lines. Run sends lines until ctx is done and
@@ -87,8 +95,15 @@ type Agent struct {
 	fleet  *fleet.Store // nil: this host alone
 	opt    Options
 
-	lines   chan source.Line
-	reloads chan reloadRequest
+	lines    chan source.Line
+	reloads  chan reloadRequest
+	commands chan command
+	ready    chan struct{} // closed when Run has started everything
+	loopDone chan struct{} // closed when Run no longer takes commands
+	started  time.Time
+	cfgFile  string // the file the configuration is read from on reload
+	srcStat  *sourceCollector
+	ctl      *control.Server
 
 	// Owned by the Run goroutine:
 	cfg       *config.Config
@@ -105,6 +120,19 @@ type Agent struct {
 	batch     []parsers.Event // the burst's events, observed together
 	batchPtrs []*parsers.Event
 	lineCount map[string]prometheus.Counter
+	allow     []netip.Prefix // the allowlist in force, loopback and host addresses included
+	health    map[string]*enforcerHealth
+	reloadSt  control.Reload
+	stateSt   control.State
+}
+
+// enforcerHealth is how an enforcer's attempts to apply decisions went.
+type enforcerHealth struct {
+	healthy     bool
+	errors      uint64
+	lastError   string
+	lastErrorAt time.Time
+	lastApplied time.Time
 }
 
 type runningSource struct {
@@ -115,8 +143,9 @@ type runningSource struct {
 }
 
 type reloadRequest struct {
-	cfg  *config.Config
-	errc chan error
+	cfg     *config.Config
+	loadErr error // the file did not load: a failed reload to record
+	errc    chan error
 }
 
 type wallClock struct{}
@@ -138,6 +167,9 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 	if opt.HostAddresses == nil {
 		opt.HostAddresses = interfaceAddresses
 	}
+	if opt.Version == "" {
+		opt.Version = "dev"
+	}
 	a := &Agent{
 		log:       opt.Logger,
 		reg:       opt.Registry,
@@ -146,13 +178,27 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 		m:         newMetrics(opt.Registry),
 		lines:     make(chan source.Line, 4096),
 		reloads:   make(chan reloadRequest),
+		commands:  make(chan command),
+		ready:     make(chan struct{}),
+		loopDone:  make(chan struct{}),
+		started:   time.Now(),
+		cfgFile:   absPath(cfg.File),
+		srcStat:   newSourceCollector(),
 		sources:   map[string]*runningSource{},
 		positions: map[string][]byte{},
 		dirtyPos:  map[string]struct{}{},
 		burstPos:  map[string][]byte{},
 		lineCount: map[string]prometheus.Counter{},
+		health:    map[string]*enforcerHealth{},
+	}
+	a.m.setBuild(opt.Version, a.started)
+	if err := a.reg.Register(a.srcStat); err != nil {
+		return nil, fmt.Errorf("register source metrics: %w", err)
 	}
 	var err error
+	if a.ctl, err = control.NewServer(controlBackend{a}, a.log, a.reg); err != nil {
+		return nil, err
+	}
 	if a.srcM, err = source.NewMetrics(opt.Registry); err != nil {
 		return nil, err
 	}
@@ -160,6 +206,7 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.allow = canonical(rc.Allow)
 	a.engine, err = rules.NewEngine(rc, opt.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("start rules: %w", err)
@@ -194,6 +241,7 @@ func New(cfg *config.Config, opt Options) (*Agent, error) {
 	}
 	a.hook = hookIn(a.enforcers)
 	a.cfg = cfg
+	a.stateSt = control.State{Path: a.store.Path(), Bytes: a.store.Size()}
 	return a, nil
 }
 
@@ -218,6 +266,23 @@ func (a *Agent) joinFleet(fc *config.FleetConfig) error {
 
 // Fleet is the fleet store, or nil when this host is alone.
 func (a *Agent) Fleet() *fleet.Store { return a.fleet }
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil && p != "" {
+		return a
+	}
+	return p
+}
+
+func canonical(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-96))
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
 
 // restore loads positions and rule state saved by the last run.
 func (a *Agent) restore() error {
@@ -323,7 +388,22 @@ func (a *Agent) Engine() *rules.Engine { return a.engine }
 // the difference in blocked networks. An error leaves the old
 // configuration running.
 func (a *Agent) Reload(ctx context.Context, cfg *config.Config) error {
-	req := reloadRequest{cfg: cfg, errc: make(chan error, 1)}
+	return a.sendReload(ctx, reloadRequest{cfg: cfg, errc: make(chan error, 1)})
+}
+
+// ReloadFile reads the configuration file at path and swaps it in as
+// Reload does. A file that does not load is a failed reload like one that
+// does not apply: counted in metrics, shown by status, and the running
+// configuration stays.
+func (a *Agent) ReloadFile(ctx context.Context, path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err := a.sendReload(ctx, reloadRequest{cfg: cfg, loadErr: err, errc: make(chan error, 1)}); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (a *Agent) sendReload(ctx context.Context, req reloadRequest) error {
 	select {
 	case a.reloads <- req:
 	case <-ctx.Done():
@@ -349,8 +429,25 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	defer wg.Wait()
 	httpCtx, stopHTTP := context.WithCancel(ctx)
 	defer stopHTTP()
+	defer close(a.loopDone)
 	if a.cfg.Metrics.Listen != "" {
 		wg.Go(func() { a.serveMetrics(httpCtx, a.cfg.Metrics.Listen) })
+	}
+	if a.cfg.Control.Socket != "" {
+		// A socket that cannot be made leaves the CLI without a daemon to
+		// talk to, but mail must stay protected: log it and go on.
+		ln, err := control.Listen(a.cfg.Control.Socket, a.cfg.Control.Group)
+		if err != nil {
+			a.log.Error("control socket not started; the mailban CLI cannot reach this daemon", "error", err)
+		} else {
+			a.log.Info("control socket listening", "socket", ln.Path())
+			wg.Go(func() {
+				defer ln.Close()
+				if err := a.ctl.Serve(httpCtx, ln); err != nil {
+					a.log.Error("control socket stopped", "error", err)
+				}
+			})
+		}
 	}
 
 	var fleetDecisions <-chan []rules.Decision
@@ -367,13 +464,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	a.reconcile(ctx)
 	a.m.reloadSuccess.Set(1)
-	a.m.reloadTime.Set(float64(time.Now().Unix()))
+	now := time.Now()
+	a.m.reloadTime.Set(float64(now.Unix()))
+	a.reloadSt = control.Reload{At: now, OK: true}
 	for _, s := range a.cfg.Sources {
 		if err := a.startSource(ctx, s); err != nil {
 			a.log.Error("source not started", "source", s.Name, "error", err)
 		}
 	}
 	a.log.Info("mailban running", "sources", len(a.cfg.Sources), "enforcers", a.enforcerNames())
+	close(a.ready)
 
 	checkpoint := time.NewTicker(time.Duration(a.cfg.State.CheckpointInterval))
 	defer checkpoint.Stop()
@@ -403,7 +503,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		case <-checkpoint.C:
 			a.checkpoint()
 		case req := <-a.reloads:
-			req.errc <- a.reload(ctx, req.cfg)
+			req.errc <- a.reload(ctx, req.cfg, req.loadErr)
+		case c := <-a.commands:
+			c.run(ctx)
+			close(c.done)
 		case <-ctx.Done():
 			a.stopSources(ctx, a.sourceNames())
 			a.checkpoint()
@@ -560,8 +663,11 @@ func (a *Agent) enforce(ctx context.Context) {
 		a.m.decisions.WithLabelValues(d.Action.String()).Inc()
 	}
 	for _, e := range a.enforcers {
-		if err := e.Apply(ctx, a.decided); err != nil {
-			a.m.enforcerErrors.WithLabelValues(e.Name()).Inc()
+		start := time.Now()
+		err := e.Apply(ctx, a.decided)
+		a.m.enforcerApply.WithLabelValues(e.Name()).Observe(time.Since(start).Seconds())
+		a.noteEnforcer(e.Name(), err)
+		if err != nil {
 			a.log.Error("enforcer failed to apply decisions", "enforcer", e.Name(), "decisions", len(a.decided), "error", err)
 		}
 	}
@@ -579,12 +685,48 @@ func (a *Agent) reconcile(ctx context.Context) {
 		} else {
 			err = e.Apply(ctx, active)
 		}
+		a.noteEnforcer(e.Name(), err)
 		if err != nil {
-			a.m.enforcerErrors.WithLabelValues(e.Name()).Inc()
 			a.log.Error("enforcer failed to take the bans in force", "enforcer", e.Name(), "error", err)
 		}
 	}
 	a.updateGauges()
+}
+
+// forgetEnforcers drops the health of enforcers a reload removed, so that
+// status and metrics show only those in use.
+func (a *Agent) forgetEnforcers(old []Enforcer) {
+	current := map[string]bool{}
+	for _, e := range a.enforcers {
+		current[e.Name()] = true
+	}
+	for _, e := range old {
+		if name := e.Name(); !current[name] {
+			delete(a.health, name)
+			a.m.enforcerHealthy.DeleteLabelValues(name)
+		}
+	}
+}
+
+// noteEnforcer records how an enforcer's attempt went, for status and
+// metrics.
+func (a *Agent) noteEnforcer(name string, err error) {
+	h := a.health[name]
+	if h == nil {
+		h = &enforcerHealth{}
+		a.health[name] = h
+		a.m.enforcerErrors.WithLabelValues(name)
+	}
+	h.healthy = err == nil
+	if err != nil {
+		h.errors++
+		h.lastError, h.lastErrorAt = err.Error(), time.Now()
+		a.m.enforcerErrors.WithLabelValues(name).Inc()
+		a.m.enforcerHealthy.WithLabelValues(name).Set(0)
+		return
+	}
+	h.lastApplied = time.Now()
+	a.m.enforcerHealthy.WithLabelValues(name).Set(1)
 }
 
 // checkpoint saves the rules' changes and the positions of the lines that
@@ -607,11 +749,15 @@ func (a *Agent) checkpoint() {
 	}
 	if err := a.store.Commit(a.pending); err != nil {
 		a.m.stateCommitErrors.Inc()
+		a.stateSt.LastError = err.Error()
 		a.log.Error("checkpoint failed; will retry", "records", len(a.pending), "error", err)
 		return
 	}
 	a.m.stateCommits.Inc()
-	a.m.stateSize.Set(float64(a.store.Size()))
+	size := a.store.Size()
+	a.m.stateSize.Set(float64(size))
+	now := time.Now()
+	a.stateSt.Bytes, a.stateSt.LastCheckpoint, a.stateSt.LastError = size, &now, ""
 	a.notifyCommitted(a.pending)
 	clear(a.pending)
 	a.pending = a.pending[:0]
@@ -698,8 +844,12 @@ func (a *Agent) startSource(ctx context.Context, s config.SourceConfig) error {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
+	a.m.linesRead.WithLabelValues(s.Name) // from 0, before the first line
 	rs := &runningSource{cfg: s, src: src, cancel: cancel, done: make(chan struct{})}
 	a.sources[s.Name] = rs
+	if st, ok := src.(statuser); ok {
+		a.srcStat.set(s.Name, st)
+	}
 	go func() {
 		defer close(rs.done)
 		if err := src.Run(sctx, a.lines); err != nil && sctx.Err() == nil {
@@ -732,6 +882,7 @@ func (a *Agent) stopSources(ctx context.Context, names []string) {
 			}
 		}
 		delete(a.sources, n)
+		a.srcStat.set(n, nil)
 	}
 	a.processQueued(cap(a.lines))
 	a.observeBatch()
@@ -756,14 +907,24 @@ func (a *Agent) enforcerNames() []string {
 
 // reload applies a new configuration from the Run goroutine. Everything
 // that can fail is built before anything is swapped.
-func (a *Agent) reload(ctx context.Context, cfg *config.Config) error {
-	err := a.applyConfig(ctx, cfg)
+func (a *Agent) reload(ctx context.Context, cfg *config.Config, loadErr error) error {
+	err := loadErr
+	if err == nil {
+		err = a.applyConfig(ctx, cfg)
+	}
+	now := time.Now()
 	if err != nil {
 		a.m.reloadSuccess.Set(0)
+		a.m.reloads.WithLabelValues("failure").Inc()
+		a.reloadSt.OK, a.reloadSt.Error, a.reloadSt.FailedAt = false, err.Error(), &now
+		a.reloadSt.Failures++
 		return err
 	}
 	a.m.reloadSuccess.Set(1)
-	a.m.reloadTime.Set(float64(time.Now().Unix()))
+	a.m.reloads.WithLabelValues("success").Inc()
+	a.m.reloadTime.Set(float64(now.Unix()))
+	a.reloadSt.At, a.reloadSt.OK, a.reloadSt.Error = now, true, ""
+	a.reloadSt.Successes++
 	return nil
 }
 
@@ -794,6 +955,9 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	if cfg.Metrics.Listen != a.cfg.Metrics.Listen {
 		a.log.Warn("metrics.listen changed: it takes effect at the next start", "running", a.cfg.Metrics.Listen, "configured", cfg.Metrics.Listen)
 	}
+	if cfg.Control != a.cfg.Control {
+		a.log.Warn("control changed: it takes effect at the next start", "running", a.cfg.Control, "configured", cfg.Control)
+	}
 
 	// Sources whose settings changed, or that are gone, stop first (their
 	// lines in flight are processed with the old parsers).
@@ -815,7 +979,10 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 
 	old := a.enforcers
 	a.parsers, a.enforcers = ps, enfs
-	a.closeEnforcers(without(old, enfs))
+	a.allow = canonical(rc.Allow)
+	gone := without(old, enfs)
+	a.closeEnforcers(gone)
+	a.forgetEnforcers(gone)
 	if a.hook = hookIn(enfs); a.hook != nil {
 		if err := a.hook.Update(cfg.HookConfig()); err != nil {
 			a.log.Error("hook settings not changed", "error", err) // checked with the configuration: not expected

@@ -7,9 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mailban/mailban/agent/config"
 	"github.com/mailban/mailban/parsers"
@@ -72,6 +75,7 @@ rules:
   ip: {threshold: "3/10m"}
 allowlist: {host-addresses: false}
 metrics: {listen: ""}
+control: {socket: ""}
 `, dir)
 	path := filepath.Join(dir, "mailban.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
@@ -166,5 +170,54 @@ func TestSameSource(t *testing.T) {
 		if got := sameSource(base, b); got != tc.same {
 			t.Errorf("%s changed: sameSource = %v, want %v", tc.name, got, tc.same)
 		}
+	}
+}
+
+// A file that does not load on reload is a failed reload like one that does
+// not apply: the metric drops, status says why, the old configuration runs.
+func TestReloadOfABrokenFileIsRecorded(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	a, err := New(cfg, Options{HostAddresses: noHostAddresses})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	<-a.Ready()
+
+	if err := os.WriteFile(cfg.File, []byte("rules:\n  ip:\n    threshold: lots\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ReloadFile(ctx, cfg.File); err == nil {
+		t.Fatal("a broken file reloaded")
+	}
+	if got := testutil.ToFloat64(a.m.reloadSuccess); got != 0 {
+		t.Errorf("mailban_config_last_reload_successful = %v after a failed reload", got)
+	}
+	if got := testutil.ToFloat64(a.m.reloads.WithLabelValues("failure")); got != 1 {
+		t.Errorf("failed reloads counted %v, want 1", got)
+	}
+	st, err := controlBackend{a}.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reload.OK || st.Reload.Failures != 1 || !strings.Contains(st.Reload.Error, "rules.ip.threshold") {
+		t.Errorf("status after a failed reload: %+v", st.Reload)
+	}
+
+	testConfig(t, dir) // the good file again
+	if _, err := a.ReloadFile(ctx, cfg.File); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(a.m.reloadSuccess); got != 1 {
+		t.Errorf("mailban_config_last_reload_successful = %v after a good reload", got)
 	}
 }

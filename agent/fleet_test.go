@@ -31,6 +31,7 @@ func fleetConfig(t *testing.T, dir, host, redisAddr string) *config.Config {
 	t.Helper()
 	yaml := fmt.Sprintf(`
 state: {path: %s/state.db, checkpoint-interval: 50ms}
+control: {socket: ""}
 rules:
   ip: {threshold: "6/1h"}
   login: {threshold: "9/1h", lock-for: 1h}
@@ -331,6 +332,7 @@ func TestFleetCrashDoesNotCountTwice(t *testing.T) {
 	}
 	yaml := fmt.Sprintf(`
 state: {path: %s/state.db, checkpoint-interval: 1h}
+control: {socket: ""}
 rules: {ip: {threshold: "6/1h"}}
 sources: [{name: mail, paths: [%s], formats: [postfix], start-at: beginning}]
 allowlist: {host-addresses: false}

@@ -19,6 +19,7 @@ func hookConfig(t *testing.T, dir, hookBlock string) *config.Config {
 	t.Helper()
 	yaml := fmt.Sprintf(`
 state: {path: %s/state.db, checkpoint-interval: 50ms}
+control: {socket: ""}
 rules:
   ip: {threshold: "3/10m"}
 allowlist: {host-addresses: false}

@@ -31,6 +31,7 @@ func nftablesConfig(t testing.TB, dir, extra string, blocked ...string) *config.
 	}
 	yaml := fmt.Sprintf(`
 state: {path: %s/state.db}
+control: {socket: ""}
 rules:
   ip: {threshold: "3/1h"}
 allowlist: {host-addresses: false}

@@ -42,7 +42,13 @@ type ReplayOptions struct {
 	Now time.Time
 	// HostAddresses, when the config allowlists them; nil asks the kernel.
 	HostAddresses func() ([]netip.Prefix, error)
+	// Progress, when set, is called every ProgressEvery lines with the
+	// number of lines read so far, from the goroutine that called Replay.
+	Progress func(lines int)
 }
+
+// ProgressEvery is how many lines pass between ReplayOptions.Progress calls.
+const ProgressEvery = 1 << 16
 
 // ReplaySummary is what a replay counted.
 type ReplaySummary struct {
@@ -175,8 +181,13 @@ func (r *replayer) replay(ctx context.Context, in ReplayInput) error {
 		file = in.Name
 	}
 	for n := 1; ; n++ {
-		if n&0xffff == 0 && ctx.Err() != nil {
-			return ctx.Err()
+		if n%ProgressEvery == 0 {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if r.opt.Progress != nil {
+				r.opt.Progress(r.sum.Lines)
+			}
 		}
 		b, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {

@@ -75,6 +75,7 @@ func TestWebhookThroughTheAgent(t *testing.T) {
 	const key = "stalwart-signing-key"
 	yaml := fmt.Sprintf(`
 state: {path: %s/state.db, checkpoint-interval: 50ms}
+control: {socket: ""}
 rules:
   ip: {threshold: "3/1h"}
 allowlist: {host-addresses: false}

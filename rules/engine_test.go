@@ -83,3 +83,11 @@ func TestNormalizeLoginAgreesWithParsers(t *testing.T) {
 		}
 	}
 }
+
+// An operator's longest reason, with the prefix a block adds, still fits
+// what the state decoder reads back.
+func TestManualReasonFitsTheDecoder(t *testing.T) {
+	if len("manual block: ")+MaxManualReason > maxReasonLen {
+		t.Fatalf("MaxManualReason %d does not fit the decoder's %d", MaxManualReason, maxReasonLen)
+	}
+}

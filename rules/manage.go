@@ -13,6 +13,11 @@ import (
 // block a network that overlaps the allowlist.
 var ErrAllowlisted = errors.New("overlaps the allowlist")
 
+// MaxManualReason bounds an operator's reason for a ban or block, in bytes:
+// a saved ban whose reason is longer than the state's decoder accepts
+// (maxReasonLen) would make the state file unreadable.
+const MaxManualReason = 1024
+
 // BanManual bans p from now for d (forever when d is 0). It refuses a
 // network that overlaps the allowlist. A ban already held on p is replaced.
 // Manual bans are not offences: they do not make later bans grow.
@@ -31,6 +36,9 @@ func (e *Engine) banManual(p netip.Prefix, d time.Duration, reason string) (Deci
 	}
 	if d < 0 {
 		return Decision{}, fmt.Errorf("ban %s: negative duration %s", p, d)
+	}
+	if len(reason) > MaxManualReason {
+		return Decision{}, fmt.Errorf("ban %s: the reason is %d bytes, at most %d", p, len(reason), MaxManualReason)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -100,6 +108,9 @@ func (e *Engine) blockManual(p netip.Prefix, reason string) (Decision, error) {
 	p, err := canonicalPrefix(p)
 	if err != nil {
 		return Decision{}, fmt.Errorf("block: %w", err)
+	}
+	if len(reason) > MaxManualReason {
+		return Decision{}, fmt.Errorf("block %s: the reason is %d bytes, at most %d", p, len(reason), MaxManualReason)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,7 +47,8 @@ type Config struct {
 	Metrics         MetricsConfig        `yaml:"metrics"`
 	// Fleet shares counting and decisions with other mail hosts through
 	// Redis; absent (the default), this host counts and decides alone.
-	Fleet *FleetConfig `yaml:"fleet"`
+	Fleet   *FleetConfig  `yaml:"fleet"`
+	Control ControlConfig `yaml:"control"`
 
 	// File is where the configuration was read from ("" for built-in defaults).
 	File string `yaml:"-"`
@@ -323,6 +326,19 @@ type MetricsConfig struct {
 	Listen string `yaml:"listen"`
 }
 
+// ControlConfig is about the control socket the CLI speaks to.
+type ControlConfig struct {
+	// Socket is the unix socket's path; "" turns it off. Only its owner
+	// (root) may use it, unless Group is set.
+	Socket string `yaml:"socket"`
+	// Group, a group name or number, may use the socket too (mode 0660).
+	Group string `yaml:"group"`
+}
+
+// DefaultControlSocket is where the daemon listens and the CLI connects
+// unless configured otherwise.
+const DefaultControlSocket = "/run/mailban/control.sock"
+
 // Default is the configuration used for keys a file leaves out.
 func Default() *Config {
 	return &Config{
@@ -341,6 +357,7 @@ func Default() *Config {
 		},
 		Allowlist: AllowlistConfig{Loopback: true, HostAddresses: true},
 		Metrics:   MetricsConfig{Listen: "127.0.0.1:9847"},
+		Control:   ControlConfig{Socket: DefaultControlSocket},
 	}
 }
 
@@ -437,6 +454,7 @@ func (c *Config) resolvePaths(dir string) {
 			t.CAFile, t.CertFile, t.KeyFile = abs(t.CAFile), abs(t.CertFile), abs(t.KeyFile)
 		}
 	}
+	c.Control.Socket = abs(c.Control.Socket)
 	for i := range c.Sources {
 		s := &c.Sources[i]
 		for j, p := range s.Paths {
@@ -607,6 +625,15 @@ func (c *Config) check() Errors {
 	}
 	if c.Fleet != nil {
 		errs = append(errs, c.Fleet.check()...)
+	}
+	if g := c.Control.Group; g != "" {
+		if c.Control.Socket == "" {
+			bad("control.group", "names a group for a socket that is turned off (control.socket is empty)")
+		} else if _, err := strconv.Atoi(g); err != nil {
+			if _, err := user.LookupGroup(g); err != nil {
+				bad("control.group", "no group %q on this host (%v)", g, err)
+			}
+		}
 	}
 	return errs
 }

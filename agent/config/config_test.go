@@ -208,6 +208,16 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 			want: `t.yaml:3: enforcers.nftables.prio: unknown key (check its spelling and indentation)`,
 		},
 		{
+			name: "control group unknown",
+			yaml: "control:\n  group: no-such-group-mailban\n",
+			want: `t.yaml:2: control.group: no group "no-such-group-mailban" on this host (group: unknown group no-such-group-mailban)`,
+		},
+		{
+			name: "control group without socket",
+			yaml: "control:\n  socket: \"\"\n  group: \"0\"\n",
+			want: `t.yaml:3: control.group: names a group for a socket that is turned off (control.socket is empty)`,
+		},
+		{
 			name: "bad time zone",
 			yaml: "sources:\n  - paths: [/x]\n    timezone: Mars/Olympus\n",
 			want: `t.yaml:3: sources[0].timezone: unknown time zone "Mars/Olympus" (use Local, UTC or a name like Europe/Berlin)`,
@@ -491,5 +501,24 @@ func TestFleetConfig(t *testing.T) {
 	if o.Host != "mx2" || o.Username != "mb" || o.Password != "s3cret" || o.KeyPrefix != "mailban" || o.Timeout != time.Second ||
 		o.TLS == nil || o.TLS.ServerName != "redis.test" {
 		t.Errorf("options %+v", o)
+	}
+}
+
+// The control socket is on by default where systemd's RuntimeDirectory puts
+// it; a relative path is relative to the configuration file, "" turns it off.
+func TestControlSocket(t *testing.T) {
+	for yaml, want := range map[string]string{
+		"":                                 "/run/mailban/control.sock",
+		"control: {socket: ctl.sock}\n":    "/etc/mailban/ctl.sock",
+		"control: {socket: \"\"}\n":        "",
+		"control: {socket: /tmp/c.sock}\n": "/tmp/c.sock",
+	} {
+		cfg, err := Parse([]byte(yaml), "/etc/mailban/mailban.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Control.Socket != want {
+			t.Errorf("%q: socket %q, want %q", yaml, cfg.Control.Socket, want)
+		}
 	}
 }

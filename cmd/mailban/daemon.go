@@ -12,12 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailban/mailban/agent"
 	"github.com/mailban/mailban/agent/config"
+	"github.com/mailban/mailban/agent/sdnotify"
 )
 
 func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) error {
@@ -38,7 +41,26 @@ func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 		// the client's own lines go to mailban's log, at debug level.
 		redis.SetLogger(redisLog{logger})
 	}
-	a, err := agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh, Stdin: interruptible(stdin)})
+	sd, err := sdnotify.FromEnv(os.Getenv)
+	if err != nil {
+		logger.Warn("systemd notifications off", "error", err)
+	}
+	var a *agent.Agent
+	// reload is what SIGHUP and `mailban reload` both do: systemd sees the
+	// reload begin and end, and a broken file leaves the running
+	// configuration in force.
+	reload := func(ctx context.Context) error {
+		notify(logger, sd.Reloading())
+		defer func() { notify(logger, sd.Ready("")) }()
+		next, err := a.ReloadFile(ctx, *path)
+		if err != nil {
+			logger.Error("configuration not reloaded; the running one stays in force", "error", err)
+			return err
+		}
+		level.Set(slog.Level(next.Log.Level))
+		return nil
+	}
+	a, err = agent.New(cfg, agent.Options{Logger: logger, FreshState: *fresh, Version: version, Reload: reload, Stdin: interruptible(stdin)})
 	if err != nil {
 		return err
 	}
@@ -48,27 +70,29 @@ func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	wg.Go(func() { done <- a.Run(ctx) })
+	ready := a.Ready()
 	for {
 		select {
+		case <-ready:
+			ready = nil
+			notify(logger, sd.Ready(fmt.Sprintf("watching %d sources", len(cfg.Sources))))
+			if interval, ok, err := sdnotify.WatchdogInterval(os.Getenv, os.Getpid()); err != nil {
+				logger.Warn("systemd watchdog off", "error", err)
+			} else if ok {
+				wg.Go(func() { keepalive(ctx, sd, a, interval, logger) })
+			}
 		case <-hup:
 			logger.Info("SIGHUP: reloading configuration", "file", *path)
-			next, err := config.Load(*path)
-			if err == nil {
-				err = a.Reload(ctx, next)
-			}
-			if err != nil {
-				logger.Error("configuration not reloaded; the running one stays in force", "error", err)
-				continue
-			}
-			level.Set(slog.Level(next.Log.Level))
+			_ = reload(ctx) // logged by reload
+		case <-ctx.Done():
+			notify(logger, sd.Stopping())
+			return finish(logger, <-done)
 		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				return err
-			}
-			logger.Info("mailban stopped")
-			return nil
+			return finish(logger, err)
 		}
 	}
 }
@@ -78,6 +102,31 @@ type redisLog struct{ log *slog.Logger }
 
 func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
+
+func finish(logger *slog.Logger, err error) error {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	logger.Info("mailban stopped")
+	return nil
+}
+
+func notify(logger *slog.Logger, err error) {
+	if err != nil {
+		logger.Warn("systemd notification not sent", "error", err)
+	}
+}
+
+// keepalive feeds systemd's watchdog twice per interval, each time only
+// after the agent's main loop has answered: a daemon that stopped handling
+// lines is restarted, not kept alive by a timer.
+func keepalive(ctx context.Context, sd *sdnotify.Notifier, a *agent.Agent, interval time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	sd.Keepalive(ctx, t.C, interval/2, a.Ping, func(err error) {
+		logger.Warn("watchdog not fed: the main loop did not answer in time", "error", err)
+	})
 }
 
 // parseConfigFlags parses a command's flags, which take no arguments, and

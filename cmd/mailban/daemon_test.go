@@ -35,20 +35,23 @@ type daemon struct {
 	cmd  *exec.Cmd
 	logs chan map[string]any
 	done chan error
-	// early holds records passed over while waiting for start-up, in order.
+	// early holds what was logged before "mailban running": goroutines
+	// started with it (the metrics endpoint) may log before or after.
 	early []map[string]any
 }
 
 func startDaemon(t *testing.T, bin, config string) *daemon {
 	t.Helper()
-	return startDaemonWith(t, bin, config, nil)
+	return startDaemonWith(t, bin, config, nil, nil)
 }
 
-// startDaemonWith starts the daemon with stdin as its standard input.
-func startDaemonWith(t *testing.T, bin, config string, stdin io.Reader) *daemon {
+// startDaemonWith starts the daemon with stdin as its standard input and
+// env added to its environment.
+func startDaemonWith(t *testing.T, bin, config string, stdin io.Reader, env []string) *daemon {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", config)
 	cmd.Stdin = stdin
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -200,6 +203,7 @@ sources:
 enforcers:
   log: {}
 metrics: {listen: "127.0.0.1:0"}
+control: {socket: %[1]s/control.sock}
 `
 
 func writeConfig(t *testing.T, dir, extra string) string {

@@ -6,8 +6,11 @@
 //	mailban run [--config FILE] [--fresh-state]
 //	mailban check-config [--config FILE]
 //	mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] FILE...
+//	mailban status | bans | locks | ban | unban | block | unblock | unlock | why | reload
 //	mailban firewall remove [--config FILE]
 //	mailban version
+//
+// Run `mailban help` for the control commands' arguments and exit codes.
 package main
 
 import (
@@ -24,9 +27,11 @@ var version = "dev"
 
 // Exit codes: scripts and systemd tell failures apart by them.
 const (
-	exitOK      = 0
-	exitFailure = 1 // the command ran and failed (bad config, state error, ...)
-	exitUsage   = 2 // the command line itself was wrong
+	exitOK          = 0
+	exitFailure     = 1 // the command ran and failed (bad config, state error, refused without --force, ...)
+	exitUsage       = 2 // the command line itself was wrong (a typo in an address, an unknown flag)
+	exitUnavailable = 3 // the daemon could not be reached over its control socket
+	exitNotFound    = 4 // nothing to do: not banned, not blocked, not locked; `why`: not refused
 )
 
 func main() {
@@ -50,7 +55,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "firewall":
 		err = firewall(rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "mailban %s\n", version)
+		err = versionCmd(ctx, rest, stdout, stderr)
+	case "status", "bans", "locks", "ban", "unban", "block", "unblock", "unlock", "why", "reload":
+		err = ctl(ctx, cmd, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 	default:
@@ -67,9 +74,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "mailban %s: %v\n", cmd, err)
 		return exitUsage
+	case errors.As(err, new(notRefused)):
+		return exitNotFound // the answer is printed already
 	default:
 		fmt.Fprintf(stderr, "mailban %s: %v\n", cmd, err)
-		return exitFailure
+		return exitCodeOf(err)
 	}
 }
 
@@ -93,6 +102,28 @@ Usage:
   mailban firewall remove [--config FILE]
         delete the nftables enforcer's table (inet mailban), and nothing else
   mailban version
+        print this program's version, and the running daemon's
+
+Talking to the running daemon (over its control socket):
+  mailban status                      sources and their lag, enforcers' health, counts
+  mailban bans [--net CIDR] [--type ban|block] [--reason TEXT] [--permanent] [--limit N]
+  mailban ban IP|CIDR [--for DURATION|permanent] [--reason TEXT] [--force]
+  mailban unban IP|CIDR [--inside]
+  mailban block CIDR [--reason TEXT] [--force]
+        block until unblocked; saved, like a line in blocked-networks
+  mailban unblock CIDR [--inside]
+  mailban locks [--login TEXT] [--reason TEXT] [--limit N]
+  mailban unlock LOGIN
+  mailban why IP|CIDR|LOGIN           the rule that fired and the log lines behind it
+  mailban reload                      read the configuration file again
+Each takes --json, --timeout DURATION, and --socket PATH or --config FILE to
+find the socket (default: $MAILBAN_SOCKET, else /run/mailban/control.sock).
+--force bans or blocks a network that contains allowlisted addresses (they
+stay allowed) or every address (/0).
+
+Exit codes: 0 done; 1 failed or refused; 2 wrong command line (a typo in an
+address, an unknown flag); 3 the daemon cannot be reached; 4 nothing to do
+(not banned, blocked or locked; for why: not refused).
 
 The configuration defaults to /etc/mailban/mailban.yaml; examples/mailban.yaml
 documents every key.

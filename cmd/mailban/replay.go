@@ -40,27 +40,47 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		names = strings.Split(*formats, ",")
 	}
 
+	// Progress goes to a terminal only: piped or redirected, stderr stays
+	// quiet for whoever reads it.
+	var prog *progress
+	if isTerminal(stderr) {
+		prog = newProgress(stderr, time.Now)
+		defer prog.done()
+	}
 	var inputs []agent.ReplayInput
 	for _, name := range fs.Args() {
-		if name == "-" {
-			inputs = append(inputs, agent.ReplayInput{Name: "-", R: stdin})
-			continue
+		r, size := stdin, int64(-1)
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
 		}
-		f, err := os.Open(name)
-		if err != nil {
-			return err
+		if f, ok := r.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+				size = fi.Size()
+			}
 		}
-		defer f.Close()
-		inputs = append(inputs, agent.ReplayInput{Name: name, R: f})
+		if prog != nil {
+			r = prog.track(r, size)
+		}
+		inputs = append(inputs, agent.ReplayInput{Name: name, R: r})
 	}
 	out := io.Discard
 	if *jsonOut || *explain {
 		out = stdout
 	}
 	start := time.Now()
-	sum, err := agent.Replay(ctx, agent.ReplayOptions{
-		Config: cfg, Formats: names, JSON: *jsonOut, Explain: *explain, Out: out, Now: start,
-	}, inputs)
+	opt := agent.ReplayOptions{Config: cfg, Formats: names, JSON: *jsonOut, Explain: *explain, Out: out, Now: start}
+	if prog != nil {
+		opt.Progress = prog.update
+	}
+	sum, err := agent.Replay(ctx, opt, inputs)
+	if prog != nil {
+		prog.done() // before the summary; the deferred call is for early returns
+	}
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 const sourceConfig = `
 log: {format: json, level: info}
 state: {path: %[1]s/state.db, checkpoint-interval: 100ms}
+control: {socket: ""}
 rules:
   ip: {threshold: "3/10m"}
   login: {threshold: "50/1h"}
@@ -170,7 +171,7 @@ func TestDaemonStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemonWith(t, bin, config, r)
+	d := startDaemonWith(t, bin, config, r, nil)
 	r.Close()
 	url := d.metricsURL()
 	if _, err := w.WriteString(strings.Join(history, "\n") + "\n"); err != nil {
@@ -188,7 +189,7 @@ func TestDaemonStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	d = startDaemonWith(t, bin, config, r)
+	d = startDaemonWith(t, bin, config, r, nil)
 	r.Close()
 	if _, err := w.WriteString(strings.Join(append(history, failure("203.0.113.7", "alice")), "\n") + "\n"); err != nil {
 		t.Fatal(err)

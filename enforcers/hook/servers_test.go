@@ -487,6 +487,7 @@ func runAgent(t *testing.T, dir, yaml string) *agent.Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Control.Socket = "" // the default path is the host's, and other tests may hold it
 	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	a, err := agent.New(cfg, agent.Options{Logger: logger, HostAddresses: func() ([]netip.Prefix, error) { return nil, nil }})
 	if err != nil {

@@ -800,6 +800,14 @@ func testManualBanAndUnban(t *testing.T, f Factory) {
 	if _, err := e.BanManual(netip.Prefix{}, time.Hour, ""); err == nil {
 		t.Fatal("BanManual of an invalid network succeeded")
 	}
+	// A reason the state could not read back is refused, not saved.
+	long := strings.Repeat("x", rules.MaxManualReason+1)
+	if _, err := e.BanManual(mustPrefix("198.51.100.3/32"), time.Hour, long); err == nil {
+		t.Fatal("BanManual with an overlong reason succeeded")
+	}
+	if _, err := e.BlockManual(mustPrefix("198.51.100.0/30"), long); err == nil {
+		t.Fatal("BlockManual with an overlong reason succeeded")
+	}
 
 	// An operator's unban is a pardon: the next ban is a first offence.
 	var got []rules.Decision
