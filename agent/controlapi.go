@@ -108,6 +108,12 @@ func (a *Agent) status() control.Status {
 		}
 		st.Enforcers = append(st.Enforcers, ce)
 	}
+	if a.fleet != nil {
+		fs := a.fleet.Stats()
+		st.Fleet = &control.Fleet{Host: fs.Host, Redis: fs.Addr, Up: fs.Up, DownSince: timePtr(fs.DownSince),
+			LastError: fs.LastError, SharedEvents: fs.SharedEvents, LocalEvents: fs.LocalEvents,
+			Outbox: fs.Outbox, Received: fs.Received, Errors: fs.Errors, Resyncs: fs.Resyncs}
+	}
 	return st
 }
 

@@ -260,12 +260,27 @@ func TestFleetSurvivesRedisRestart(t *testing.T) {
 	if a.a.Fleet().Up() || b.a.Fleet().Up() {
 		t.Fatal("a host still counts in a Redis that is not running")
 	}
+	// mailban status says so, and why.
+	st, err := controlBackend{a.a}.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := st.Fleet; f == nil || f.Up || f.DownSince == nil || f.LastError == "" || f.LocalEvents < 8 || f.Host != "mx1" || f.Redis != srv.Addr() {
+		t.Errorf("status while Redis is down: %+v", f)
+	}
 	if a.rec.holds(rules.Ban, "203.0.113.7/32") || b.rec.holds(rules.Ban, "203.0.113.7/32") {
 		t.Fatal("203.0.113.7 banned with fewer than six failures on any one host")
 	}
 
 	srv.Restart()
 	waitUntil(t, "both hosts count in redis again", func() bool { return a.a.Fleet().Up() && b.a.Fleet().Up() })
+	st, err = controlBackend{a.a}.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := st.Fleet; f == nil || !f.Up || f.DownSince != nil || f.Resyncs == 0 {
+		t.Errorf("status once Redis is back: %+v", f)
+	}
 	// The ban mx1 made alone reached mx2.
 	waitHeld(t, []*fleetHost{b}, rules.Ban, "203.0.113.9/32")
 	// The failures of before, during and after the outage add up: the

@@ -2,19 +2,24 @@ package fleet
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Stats counts what a Store did, for status output and tests.
 type Stats struct {
+	Host         string // this host's name in the fleet
+	Addr         string // the Redis server, host:port
 	Up           bool
-	RoundTrips   int64 // to Redis
-	SharedEvents int64 // failures and successes counted in Redis
-	LocalEvents  int64 // counted on this host alone, Redis being unavailable
-	Errors       int64 // failed round trips
-	Outbox       int   // decisions waiting to be recorded in Redis
-	Received     int64 // decisions of other hosts read
+	DownSince    time.Time // when Redis was lost; zero while up
+	LastError    string    // why Redis was last lost; kept after it returns
+	RoundTrips   int64     // to Redis
+	SharedEvents int64     // failures and successes counted in Redis
+	LocalEvents  int64     // counted on this host alone, Redis being unavailable
+	Errors       int64     // failed round trips
+	Outbox       int       // decisions waiting to be recorded in Redis
+	Received     int64     // decisions of other hosts read
 	Resyncs      int64
 	LostReplies  int64 // bursts Redis applied though their reply was lost
 	BytesSent    int64 // arguments of tallies (keys, ops)

@@ -108,7 +108,11 @@ type Store struct {
 	outIndex map[string]int // field → index in outbox
 	lastID   string         // the stream entry read last
 	epoch    string
-	downAt   time.Time
+
+	// downAt (unix nanoseconds) and lastErr are when and why Redis was
+	// last lost, for status; written by whichever goroutine saw it fail.
+	downAt  atomic.Int64
+	lastErr atomic.Pointer[string]
 
 	// A burst whose reply was lost may or may not have been applied;
 	// Resync asks the marker and makes the engine forget its own count of
@@ -194,8 +198,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Store, error
 		kick:     make(chan struct{}, 1),
 		received: make(chan []rules.Decision, 16),
 		outIndex: map[string]int{},
-		downAt:   time.Now(),
 	}
+	s.downAt.Store(time.Now().UnixNano())
 	s.catchUp = redis.NewScript(luaCatchUp)
 	s.prune = redis.NewScript(luaPrune)
 	return s, nil
@@ -213,7 +217,9 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	outbox := len(s.outbox)
 	s.mu.Unlock()
-	return Stats{
+	st := Stats{
+		Host:         s.cfg.Host,
+		Addr:         s.cfg.Addr,
 		Up:           s.up.Load(),
 		RoundTrips:   s.m.roundTrips.value(),
 		SharedEvents: s.m.redisOps.value(),
@@ -226,6 +232,13 @@ func (s *Store) Stats() Stats {
 		BytesSent:    s.m.bytesSent.Load(),
 		BytesRead:    s.m.bytesRead.Load(),
 	}
+	if !st.Up {
+		st.DownSince = time.Unix(0, s.downAt.Load())
+	}
+	if e := s.lastErr.Load(); e != nil {
+		st.LastError = *e
+	}
+	return st
 }
 
 // Up reports whether counting happens in Redis now.
@@ -404,9 +417,11 @@ func (s *Store) fail(err error, ops int) error {
 }
 
 func (s *Store) markDown(err error) {
+	msg := err.Error()
+	s.lastErr.Store(&msg)
 	if s.up.CompareAndSwap(true, false) {
 		s.m.up.Set(0)
-		s.downAt = time.Now()
+		s.downAt.Store(time.Now().UnixNano())
 		s.log.Error("fleet: redis lost; counting on this host alone until it is back", "error", err)
 	}
 	select {

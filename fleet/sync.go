@@ -74,7 +74,7 @@ func (s *Store) resync(ctx context.Context, e Engine) ([]rules.Decision, error) 
 	}
 	cancel()
 	known := s.epoch
-	down := time.Since(s.downAt)
+	down := time.Since(time.Unix(0, s.downAt.Load()))
 	first := s.m.resyncs.value() == 0
 	s.mu.Unlock()
 	if err != nil {

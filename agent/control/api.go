@@ -20,6 +20,24 @@ type Status struct {
 	Counts    Counts     `json:"counts"`
 	Sources   []Source   `json:"sources"`
 	Enforcers []Enforcer `json:"enforcers"`
+	Fleet     *Fleet     `json:"fleet,omitempty"` // nil when this host is alone
+}
+
+// Fleet tells how this host shares counting and decisions through Redis.
+type Fleet struct {
+	Host      string     `json:"host"`
+	Redis     string     `json:"redis"` // host:port
+	Up        bool       `json:"up"`    // counting happens in Redis now
+	DownSince *time.Time `json:"down_since,omitempty"`
+	LastError string     `json:"last_error,omitempty"` // why Redis was last lost
+	// SharedEvents were counted in Redis, LocalEvents on this host alone
+	// while Redis was away (they are handed to Redis when it returns).
+	SharedEvents int64 `json:"shared_events"`
+	LocalEvents  int64 `json:"local_events"`
+	Outbox       int   `json:"outbox"`   // decisions waiting to reach Redis
+	Received     int64 `json:"received"` // decisions of other hosts applied here
+	Errors       int64 `json:"errors"`   // failed round trips
+	Resyncs      int64 `json:"resyncs"`
 }
 
 // Reload tells how the configuration was last loaded.

@@ -322,6 +322,21 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	c := st.Counts
 	fmt.Fprintf(w, "in force: %d bans, %d blocks, %d locks; counting %d addresses, %d logins; %d repeat offenders remembered\n",
 		c.Bans, c.Blocks, c.Locks, c.TrackedAddresses, c.TrackedLogins, c.Offenders)
+	if f := st.Fleet; f != nil {
+		redis := "Redis " + f.Redis + " up"
+		if !f.Up {
+			redis = "REDIS " + f.Redis + " DOWN"
+			if f.DownSince != nil {
+				redis += " since " + when(*f.DownSince, now)
+			}
+			redis += ", counting on this host alone"
+			if f.LastError != "" {
+				redis += ": " + f.LastError
+			}
+		}
+		fmt.Fprintf(w, "fleet:   host %s, %s; %d events counted in Redis, %d alone; %d decisions of other hosts applied, %d waiting to be sent\n",
+			f.Host, redis, f.SharedEvents, f.LocalEvents, f.Received, f.Outbox)
+	}
 
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

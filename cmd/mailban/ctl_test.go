@@ -323,3 +323,33 @@ func checkOthersAreKeptOut(t *testing.T, bin, socket string) {
 		t.Errorf("mailban status as nobody: %v\n%s\nwant exit %d and a permission hint", err, out, exitUnavailable)
 	}
 }
+
+// In fleet mode status says where counting happens, and when Redis is
+// away, since when and why.
+func TestStatusShowsTheFleet(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.Local)
+	lost := now.Add(-90 * time.Second)
+	cases := []struct {
+		fleet *control.Fleet
+		want  string // the fleet line; "" for none
+	}{
+		{nil, ""},
+		{&control.Fleet{Host: "mx1", Redis: "10.0.0.5:6379", Up: true, SharedEvents: 120, LocalEvents: 3, Received: 7},
+			"fleet:   host mx1, Redis 10.0.0.5:6379 up; 120 events counted in Redis, 3 alone; 7 decisions of other hosts applied, 0 waiting to be sent"},
+		{&control.Fleet{Host: "mx1", Redis: "10.0.0.5:6379", DownSince: &lost, LastError: "dial tcp 10.0.0.5:6379: connection refused", LocalEvents: 9, Outbox: 2},
+			"fleet:   host mx1, REDIS 10.0.0.5:6379 DOWN since 2026-11-26 11:58:30 (90s ago), counting on this host alone: dial tcp 10.0.0.5:6379: connection refused; 0 events counted in Redis, 9 alone; 0 decisions of other hosts applied, 2 waiting to be sent"},
+	}
+	for _, tc := range cases {
+		var out bytes.Buffer
+		printStatus(&out, control.Status{Started: now, Reload: control.Reload{At: now, OK: true}, Fleet: tc.fleet}, now)
+		var got string
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(line, "fleet:") {
+				got = line
+			}
+		}
+		if got != tc.want {
+			t.Errorf("fleet line:\n got %q\nwant %q", got, tc.want)
+		}
+	}
+}
