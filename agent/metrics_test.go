@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,10 +40,19 @@ rules:
 allowlist: {host-addresses: false}
 sources:
   - {name: mail, paths: [%[1]s/mail.log], start-at: beginning}
-enforcers: {log: {}}
+  - {name: stalwart, type: webhook, listen: "127.0.0.1:0"}
+enforcers:
+  log: {}
+  hook:
+    native: {listen: [%[1]s/hook.sock]}
 metrics: {listen: ""}
 control: {socket: %[1]s/ctl.sock}
-`, dir)
+# Redis is not there (a closed port): the fleet's series exist all the same,
+# and this host counts alone.
+fleet:
+  host: mx1
+  redis: {address: "127.0.0.1:%[2]d", timeout: 100ms}
+`, dir, closedPort(t))
 	cfgPath := filepath.Join(dir, "mailban.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -140,4 +150,17 @@ control: {socket: %[1]s/ctl.sock}
 	if !bytes.Equal(b.Bytes(), want) {
 		t.Errorf("metrics differ from %s (go test -update rewrites it; then check examples/grafana)\ngot:\n%s\nwant:\n%s", golden, b.Bytes(), want)
 	}
+}
+
+// closedPort is a loopback TCP port nothing listens on (it was bound a
+// moment ago and released).
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
 }

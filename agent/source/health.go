@@ -27,6 +27,7 @@ type health struct {
 }
 
 func newHealth(name, mode string, log *slog.Logger, m *Metrics) *health {
+	m.begin(name, mode)
 	return &health{name: name, log: log, m: m, st: StreamStatus{Mode: mode, State: stateWaiting}}
 }
 

@@ -62,6 +62,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// begin makes a source's series exist at zero, so that a dashboard's
+// rate() sees the first restart or error rather than a series appearing.
+func (m *Metrics) begin(source, mode string) {
+	if m == nil {
+		return
+	}
+	m.restarts.WithLabelValues(source)
+	m.problems.WithLabelValues(source)
+	if mode == "webhook" {
+		m.requests.WithLabelValues(source, resultAccepted)
+		m.events.WithLabelValues(source, outcomeCounted)
+	}
+}
+
 func (m *Metrics) restarted(source string) {
 	if m != nil {
 		m.restarts.WithLabelValues(source).Inc()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/mailban/mailban/internal/netnstest"
@@ -83,6 +84,14 @@ func TestKernelHoldsBansAndBlocks(t *testing.T) {
 	}
 	if got := h.metric(e.m.elements.WithLabelValues("ban4")); got != 2 {
 		t.Errorf("ban4 gauge %v, want 2", got)
+	}
+	// The enforcer's own series pass client_golang's linter.
+	problems, err := testutil.GatherAndLint(h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }
 
