@@ -14,7 +14,6 @@ import (
 
 	"github.com/mailban/mailban/agent/config"
 	"github.com/mailban/mailban/agent/control"
-	"github.com/mailban/mailban/rules"
 )
 
 // The commands that talk to a running daemon over its control socket.
@@ -297,11 +296,35 @@ func when(t time.Time, now time.Time) string {
 	d := t.Sub(now).Round(time.Second)
 	switch {
 	case d > 0:
-		return s + " (in " + rules.FormatDuration(d) + ")"
+		return s + " (in " + roughly(d) + ")"
 	case d < 0:
-		return s + " (" + rules.FormatDuration(-d) + " ago)"
+		return s + " (" + roughly(-d) + " ago)"
 	}
 	return s
+}
+
+// roughly writes a span of time for a person reading a table: two units
+// at most ("9m58s", "5h3m", "3d4h"), where rules.FormatDuration writes the
+// exact configuration form ("598s").
+func roughly(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", d/time.Second)
+	case d < time.Hour:
+		return twoUnits(d, time.Minute, "m", time.Second, "s")
+	case d < 48*time.Hour:
+		return twoUnits(d, time.Hour, "h", time.Minute, "m")
+	}
+	return twoUnits(d, 24*time.Hour, "d", time.Hour, "h")
+}
+
+func twoUnits(d, big time.Duration, bigName string, small time.Duration, smallName string) string {
+	n, rest := d/big, (d%big)/small
+	if rest == 0 {
+		return fmt.Sprintf("%d%s", n, bigName)
+	}
+	return fmt.Sprintf("%d%s%d%s", n, bigName, rest, smallName)
 }
 
 func printStatus(w io.Writer, st control.Status, now time.Time) {
@@ -352,7 +375,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		for _, f := range s.Streams {
 			last := "-"
 			if f.LastRead != nil {
-				last = rules.FormatDuration(now.Sub(*f.LastRead).Round(time.Second)) + " ago"
+				last = roughly(now.Sub(*f.LastRead)) + " ago"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, f.Path, f.State, f.Lines, bytesText(f.LagBytes), last, f.LastError)
 		}

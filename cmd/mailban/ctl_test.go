@@ -337,7 +337,7 @@ func TestStatusShowsTheFleet(t *testing.T) {
 		{&control.Fleet{Host: "mx1", Redis: "10.0.0.5:6379", Up: true, SharedEvents: 120, LocalEvents: 3, Received: 7},
 			"fleet:   host mx1, Redis 10.0.0.5:6379 up; 120 events counted in Redis, 3 alone; 7 decisions of other hosts applied, 0 waiting to be sent"},
 		{&control.Fleet{Host: "mx1", Redis: "10.0.0.5:6379", DownSince: &lost, LastError: "dial tcp 10.0.0.5:6379: connection refused", LocalEvents: 9, Outbox: 2},
-			"fleet:   host mx1, REDIS 10.0.0.5:6379 DOWN since 2026-11-26 11:58:30 (90s ago), counting on this host alone: dial tcp 10.0.0.5:6379: connection refused; 0 events counted in Redis, 9 alone; 0 decisions of other hosts applied, 2 waiting to be sent"},
+			"fleet:   host mx1, REDIS 10.0.0.5:6379 DOWN since 2026-11-26 11:58:30 (1m30s ago), counting on this host alone: dial tcp 10.0.0.5:6379: connection refused; 0 events counted in Redis, 9 alone; 0 decisions of other hosts applied, 2 waiting to be sent"},
 	}
 	for _, tc := range cases {
 		var out bytes.Buffer
@@ -350,6 +350,23 @@ func TestStatusShowsTheFleet(t *testing.T) {
 		}
 		if got != tc.want {
 			t.Errorf("fleet line:\n got %q\nwant %q", got, tc.want)
+		}
+	}
+}
+
+func TestRoughly(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0:                                     "0s",
+		42*time.Second + 400*time.Millisecond: "42s",
+		598 * time.Second:                     "9m58s",
+		10 * time.Minute:                      "10m",
+		5*time.Hour + 3*time.Minute + 10*time.Second: "5h3m",
+		47 * time.Hour:      "47h",
+		76 * time.Hour:      "3d4h",
+		14 * 24 * time.Hour: "14d",
+	} {
+		if got := roughly(d); got != want {
+			t.Errorf("roughly(%v) = %q, want %q", d, got, want)
 		}
 	}
 }
