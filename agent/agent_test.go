@@ -77,6 +77,15 @@ allowlist: {host-addresses: false}
 metrics: {listen: ""}
 control: {socket: ""}
 `, dir)
+	return writeConfig(t, dir, yaml)
+}
+
+func noHostAddresses() ([]netip.Prefix, error) { return nil, nil }
+
+// writeConfig writes yaml as dir/mailban.yaml and loads it, as the daemon
+// would (relative paths are relative to dir).
+func writeConfig(t testing.TB, dir, yaml string) *config.Config {
+	t.Helper()
 	path := filepath.Join(dir, "mailban.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -87,8 +96,6 @@ control: {socket: ""}
 	}
 	return cfg
 }
-
-func noHostAddresses() ([]netip.Prefix, error) { return nil, nil }
 
 // Reported events (from a hook protocol, not a log) go through the same
 // rules and enforcers as parsed lines, and survive a restart.

@@ -45,6 +45,26 @@ func (a *Agent) do(ctx context.Context, fn func(ctx context.Context)) error {
 	}
 }
 
+// inLoop runs fn in Run's goroutine, as do does, and returns what fn
+// returned. When ctx ends first, fn may still run later; its result is
+// then dropped here, never read half-written.
+func inLoop[T any](ctx context.Context, a *Agent, fn func(ctx context.Context) (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	if err := a.do(ctx, func(ctx context.Context) {
+		v, err := fn(ctx)
+		done <- result{v, err}
+	}); err != nil {
+		var zero T
+		return zero, err
+	}
+	r := <-done
+	return r.v, r.err
+}
+
 // Ready is closed once Run has started its sources and sockets.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
@@ -62,9 +82,7 @@ func (b controlBackend) Version() control.Version {
 }
 
 func (b controlBackend) Status(ctx context.Context) (control.Status, error) {
-	var st control.Status
-	err := b.a.do(ctx, func(context.Context) { st = b.a.status() })
-	return st, err
+	return inLoop(ctx, b.a, func(context.Context) (control.Status, error) { return b.a.status(), nil })
 }
 
 func (a *Agent) status() control.Status {
@@ -265,12 +283,7 @@ func nextPrefix(p netip.Prefix) netip.Addr {
 }
 
 func (b controlBackend) Ban(ctx context.Context, o control.Order) (control.Result, error) {
-	var res control.Result
-	var err error
-	if derr := b.a.do(ctx, func(ctx context.Context) { res, err = b.a.ban(ctx, o) }); derr != nil {
-		return res, derr
-	}
-	return res, err
+	return inLoop(ctx, b.a, func(ctx context.Context) (control.Result, error) { return b.a.ban(ctx, o) })
 }
 
 func (a *Agent) ban(ctx context.Context, o control.Order) (control.Result, error) {
@@ -317,12 +330,7 @@ func (a *Agent) commit(ctx context.Context) {
 }
 
 func (b controlBackend) Block(ctx context.Context, o control.Order) (control.Result, error) {
-	var res control.Result
-	var err error
-	if derr := b.a.do(ctx, func(ctx context.Context) { res, err = b.a.block(ctx, o) }); derr != nil {
-		return res, derr
-	}
-	return res, err
+	return inLoop(ctx, b.a, func(ctx context.Context) (control.Result, error) { return b.a.block(ctx, o) })
 }
 
 func (a *Agent) block(ctx context.Context, o control.Order) (control.Result, error) {
@@ -349,12 +357,7 @@ func (a *Agent) block(ctx context.Context, o control.Order) (control.Result, err
 }
 
 func (b controlBackend) Unban(ctx context.Context, o control.Order) (control.Result, error) {
-	var res control.Result
-	var err error
-	if derr := b.a.do(ctx, func(ctx context.Context) { res, err = b.a.unban(ctx, o) }); derr != nil {
-		return res, derr
-	}
-	return res, err
+	return inLoop(ctx, b.a, func(ctx context.Context) (control.Result, error) { return b.a.unban(ctx, o) })
 }
 
 func (a *Agent) unban(ctx context.Context, o control.Order) (control.Result, error) {
@@ -435,12 +438,7 @@ func (a *Agent) whyNot(p netip.Prefix, want rules.Action, inside bool) string {
 }
 
 func (b controlBackend) Unblock(ctx context.Context, o control.Order) (control.Result, error) {
-	var res control.Result
-	var err error
-	if derr := b.a.do(ctx, func(ctx context.Context) { res, err = b.a.unblock(ctx, o) }); derr != nil {
-		return res, derr
-	}
-	return res, err
+	return inLoop(ctx, b.a, func(ctx context.Context) (control.Result, error) { return b.a.unblock(ctx, o) })
 }
 
 func (a *Agent) unblock(ctx context.Context, o control.Order) (control.Result, error) {
@@ -505,29 +503,21 @@ func (a *Agent) manuallyBlocked(p netip.Prefix) bool {
 }
 
 func (b controlBackend) Unlock(ctx context.Context, o control.Order) (control.Result, error) {
-	var res control.Result
-	var err error
-	if derr := b.a.do(ctx, func(ctx context.Context) {
+	return inLoop(ctx, b.a, func(ctx context.Context) (control.Result, error) {
 		login := parsers.NormalizeLogin(o.Login)
 		d, ok := b.a.engine.Unlock(login)
 		if !ok {
-			err = control.NotFoundf("login %q is not locked (mailban locks lists the locked ones)", login)
-			return
+			return control.Result{}, control.NotFoundf("login %q is not locked (mailban locks lists the locked ones)", login)
 		}
 		b.a.decided = append(b.a.decided, d)
 		b.a.commit(ctx)
-		res = control.Result{Message: fmt.Sprintf("unlocked %s", login),
-			Entries: []control.Entry{{Type: "lock", Login: login, Since: d.At, Reason: d.Reason}}}
-	}); derr != nil {
-		return res, derr
-	}
-	return res, err
+		return control.Result{Message: fmt.Sprintf("unlocked %s", login),
+			Entries: []control.Entry{{Type: "lock", Login: login, Since: d.At, Reason: d.Reason}}}, nil
+	})
 }
 
 func (b controlBackend) Why(ctx context.Context, subject string) (control.Why, error) {
-	var w control.Why
-	err := b.a.do(ctx, func(context.Context) { w = b.a.why(subject) })
-	return w, err
+	return inLoop(ctx, b.a, func(context.Context) (control.Why, error) { return b.a.why(subject), nil })
 }
 
 func (a *Agent) why(subject string) control.Why {

@@ -41,15 +41,7 @@ fleet:
   host: %s
   redis: {address: %q, key-prefix: fleettest, timeout: 500ms}
 `, dir, host, redisAddr)
-	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return writeConfig(t, dir, yaml)
 }
 
 // startHost starts an agent in its own directory (kept across restarts of

@@ -27,15 +27,7 @@ metrics: {listen: ""}
 enforcers:
 %s
 `, dir, hookBlock)
-	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return writeConfig(t, dir, yaml)
 }
 
 type hookClient struct {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,8 +50,8 @@ control: {socket: %[1]s/ctl.sock}
 # and this host counts alone.
 fleet:
   host: mx1
-  redis: {address: "127.0.0.1:%[2]d", timeout: 100ms}
-`, dir, closedPort(t))
+  redis: {address: %[2]q, timeout: 100ms}
+`, dir, freePort(t))
 	cfgPath := filepath.Join(dir, "mailban.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -150,17 +149,4 @@ fleet:
 	if !bytes.Equal(b.Bytes(), want) {
 		t.Errorf("metrics differ from %s (go test -update rewrites it; then check examples/grafana)\ngot:\n%s\nwant:\n%s", golden, b.Bytes(), want)
 	}
-}
-
-// closedPort is a loopback TCP port nothing listens on (it was bound a
-// moment ago and released).
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return port
 }

@@ -43,15 +43,7 @@ enforcers:
 %s
 metrics: {listen: ""}
 `, dir, strings.Join(blocked, ", "), log, extra)
-	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return writeConfig(t, dir, yaml)
 }
 
 // failureLine is a Postfix SASL failure from addr, stamped now. Each

@@ -11,13 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mailban/mailban/agent/config"
 	"github.com/mailban/mailban/rules"
 )
 
@@ -87,14 +84,7 @@ sources:
     url-path: /stalwart
     signature-key: %s
 `, dir, addr, key)
-	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, dir, yaml)
 	url := "http://" + addr + "/stalwart"
 	// The clock is where Stalwart's events are: their windows are open.
 	clock := fixedClock{time.Date(2026, 1, 10, 8, 20, 0, 0, time.UTC)}

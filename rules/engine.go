@@ -215,17 +215,7 @@ func (e *Engine) Observe(ev *parsers.Event) []Decision {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.clock.Now().UnixNano()
-	t := eventTime(ev.Time, now)
-	addr := ev.Addr.Unmap().WithZone("")
-	if addr.IsValid() && e.allow.contains(addr) {
-		return nil
-	}
-	if ev.Kind == parsers.AuthSuccess {
-		e.success(ev.Login, addr, t)
-		return nil
-	}
-	return e.failure(ev, addr, t, now)
+	return e.observeLocked(ev, e.clock.Now().UnixNano())
 }
 
 func (e *Engine) success(login string, addr netip.Addr, t int64) {

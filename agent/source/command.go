@@ -146,36 +146,9 @@ func (c *Command) Run(ctx context.Context, out chan<- Line) error {
 	if !c.ran.CompareAndSwap(false, true) {
 		return fmt.Errorf("run command source %q: Run called twice", c.cfg.Name)
 	}
-	delay := c.cfg.RestartDelay
-	for first := true; ; first = false {
-		if !first {
-			c.health.restarted()
-		}
-		started := time.Now()
-		delivered, err := c.runOnce(ctx, out)
-		if ctx.Err() != nil {
-			return nil
-		}
-		// A command that works is started again at once; one that keeps
-		// failing, less and less often.
-		if delivered > 0 || time.Since(started) >= c.cfg.MaxRestartDelay {
-			delay = c.cfg.RestartDelay
-		}
-		if err != nil {
-			c.health.problem("run command", err)
-		} else {
-			c.log.Info("command ended; starting it again", "after", delay)
-		}
-		c.health.update(func(st *StreamStatus) { st.State = stateRestarting })
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(2*delay, c.cfg.MaxRestartDelay)
-	}
+	r := restarter{min: c.cfg.RestartDelay, max: c.cfg.MaxRestartDelay, health: c.health, what: "run command", program: "command"}
+	r.run(ctx, func(ctx context.Context) (int, error) { return c.runOnce(ctx, out) })
+	return nil
 }
 
 // runOnce runs the command once and delivers its output; it returns how

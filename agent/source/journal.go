@@ -187,38 +187,15 @@ func (j *Journal) Run(ctx context.Context, out chan<- Line) error {
 	if !j.ran.CompareAndSwap(false, true) {
 		return fmt.Errorf("run journald source %q: Run called twice", j.cfg.Name)
 	}
-	delay := j.cfg.RestartDelay
-	for first := true; ; first = false {
-		if !first {
-			j.health.restarted()
-		}
-		started := time.Now()
-		delivered, err := j.runOnce(ctx, out)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if delivered > 0 || time.Since(started) >= j.cfg.MaxRestartDelay {
-			delay = j.cfg.RestartDelay
-		}
-		state := stateRestarting
-		if errors.Is(err, errNoJournal) || errors.Is(err, os.ErrNotExist) {
-			state = stateError
-		}
-		if err != nil {
-			j.health.problem("read the journal", err)
-		} else {
-			j.log.Info("journalctl ended; starting it again", "after", delay)
-		}
-		j.health.update(func(st *StreamStatus) { st.State = state })
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(2*delay, j.cfg.MaxRestartDelay)
-	}
+	r := restarter{min: j.cfg.RestartDelay, max: j.cfg.MaxRestartDelay, health: j.health, what: "read the journal", program: "journalctl",
+		waiting: func(err error) string {
+			if errors.Is(err, errNoJournal) || errors.Is(err, os.ErrNotExist) {
+				return stateError // not a hiccup: nothing to read until someone acts
+			}
+			return stateRestarting
+		}}
+	r.run(ctx, func(ctx context.Context) (int, error) { return j.runOnce(ctx, out) })
+	return nil
 }
 
 // journalFilesIn reports whether dir, or a directory in it, holds journal
