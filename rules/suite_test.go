@@ -1,11 +1,14 @@
 package rules_test
 
 import (
+	"flag"
 	"testing"
 
 	"github.com/mailban/mailban/rules"
 	"github.com/mailban/mailban/rules/rulestest"
 )
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // TestBehaviour runs the behavioural suite against the engine's own maps,
 // the in-memory store. Package fleet runs the same suite against Redis.
@@ -19,7 +22,8 @@ func TestBehaviour(t *testing.T) {
 			}
 			return e
 		},
-		Local:      true,
-		Invariants: rules.CheckInvariants,
+		Local:        true,
+		Invariants:   rules.CheckInvariants,
+		UpdateGolden: *update,
 	})
 }

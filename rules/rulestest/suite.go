@@ -29,6 +29,9 @@ type Factory struct {
 	Local bool
 	// Invariants, when set, checks bookkeeping no test sees directly.
 	Invariants func(t testing.TB, e *rules.Engine)
+	// UpdateGolden rewrites rules/testdata/workload.golden with what this
+	// store decides instead of comparing (package rules' -update).
+	UpdateGolden bool
 }
 
 func (f Factory) engine(t testing.TB, cfg rules.Config, clock rules.Clock) *rules.Engine {

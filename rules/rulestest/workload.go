@@ -16,8 +16,8 @@ import (
 
 // testWorkloadGolden runs package rules' mixed workload and compares every
 // decision, reason and evidence line with rules/testdata/workload.golden,
-// which the in-memory engine wrote (package rules' golden test refreshes
-// it with -update).
+// which the in-memory engine wrote (go test ./rules -run
+// TestBehaviour/WorkloadGolden -update refreshes it; read the diff).
 func testWorkloadGolden(t *testing.T, f Factory) {
 	cfg := workloadConfig()
 	clock := newFakeClock(t0)
@@ -48,6 +48,11 @@ func testWorkloadGolden(t *testing.T, f Factory) {
 
 	_, self, _, _ := runtime.Caller(0)
 	path := filepath.Join(filepath.Dir(self), "..", "testdata", "workload.golden")
+	if f.UpdateGolden {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	want, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("read golden file: %v", err)
