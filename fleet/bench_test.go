@@ -41,10 +41,30 @@ func nthIPv4(i int) netip.Addr {
 // and over (bans and locks happen).
 // It reports failures per second, round trips per burst, the bytes sent
 // and read per failure, and Redis's memory per address key.
+//
+// Each mix runs first through an engine alone (store=memory), the
+// single-host baseline of the same run, then through Redis (store=redis).
 func BenchmarkFleetTally(b *testing.B) {
 	srv := redistest.Start(b, redistest.Options{})
 	for _, mix := range []string{"spray", "stuffing", "hot"} {
-		b.Run(mix, func(b *testing.B) {
+		b.Run(mix+"/store=memory", func(b *testing.B) {
+			e, err := rules.NewEngine(benchConfig(), rulestest.NewFakeClock(rulestest.T0.Add(time.Hour)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs, ptrs := newBurst()
+			var ds []rules.Decision
+			n := 0
+			start := time.Now()
+			for b.Loop() {
+				n = fillBurst(evs, mix, n)
+				if ds, err = e.ObserveBatch(ptrs, ds[:0]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "failures/s")
+		})
+		b.Run(mix+"/store=redis", func(b *testing.B) {
 			if _, err := srv.Do("FLUSHALL"); err != nil {
 				b.Fatal(err)
 			}
@@ -57,30 +77,12 @@ func BenchmarkFleetTally(b *testing.B) {
 			connect(b, s, e)
 			before := s.Stats()
 			memBefore := usedMemory(b, srv)
-			const burst = 1024
-			evs := make([]parsers.Event, burst)
-			ptrs := make([]*parsers.Event, burst)
-			for i := range evs {
-				ptrs[i] = &evs[i]
-			}
+			evs, ptrs := newBurst()
 			var ds []rules.Decision
 			n := 0
 			start := time.Now()
 			for b.Loop() {
-				for i := range evs {
-					ev := &evs[i]
-					*ev = parsers.Event{Kind: parsers.AuthFailure, Attempts: 1, Time: rulestest.T0.Add(time.Duration(n) * time.Microsecond),
-						Evidence: "2026-11-25T12:00:00 mx1 postfix/smtpd[1]: warning: unknown[" + strconv.Itoa(n) + "]: SASL LOGIN authentication failed"}
-					switch mix {
-					case "spray":
-						ev.Addr = nthIPv4(n)
-					case "stuffing":
-						ev.Addr, ev.Login = nthIPv4(n), "user"+strconv.Itoa(n%1000)
-					default:
-						ev.Addr, ev.Login = nthIPv4(n%64), "user"+strconv.Itoa(n%8)
-					}
-					n++
-				}
+				n = fillBurst(evs, mix, n)
 				ds, err = e.ObserveBatch(ptrs, ds[:0])
 				if err != nil {
 					b.Fatal(err)
@@ -116,6 +118,37 @@ func BenchmarkFleetTally(b *testing.B) {
 			}
 		})
 	}
+}
+
+// newBurst is room for one burst of 1024 events (the agent's bound).
+func newBurst() ([]parsers.Event, []*parsers.Event) {
+	const burst = 1024
+	evs := make([]parsers.Event, burst)
+	ptrs := make([]*parsers.Event, burst)
+	for i := range evs {
+		ptrs[i] = &evs[i]
+	}
+	return evs, ptrs
+}
+
+// fillBurst writes the failures n, n+1, ... of mix into evs and returns
+// the number of the next one.
+func fillBurst(evs []parsers.Event, mix string, n int) int {
+	for i := range evs {
+		ev := &evs[i]
+		*ev = parsers.Event{Kind: parsers.AuthFailure, Attempts: 1, Time: rulestest.T0.Add(time.Duration(n) * time.Microsecond),
+			Evidence: "2026-11-25T12:00:00 mx1 postfix/smtpd[1]: warning: unknown[" + strconv.Itoa(n) + "]: SASL LOGIN authentication failed"}
+		switch mix {
+		case "spray":
+			ev.Addr = nthIPv4(n)
+		case "stuffing":
+			ev.Addr, ev.Login = nthIPv4(n), "user"+strconv.Itoa(n%1000)
+		default:
+			ev.Addr, ev.Login = nthIPv4(n%64), "user"+strconv.Itoa(n%8)
+		}
+		n++
+	}
+	return n
 }
 
 func usedMemory(b *testing.B, srv *redistest.Server) int64 {
