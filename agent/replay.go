@@ -40,6 +40,10 @@ type ReplayOptions struct {
 	Out     io.Writer
 	// Now is the reference for lines that carry no year or no time at all.
 	Now time.Time
+	// Location is the zone of times written without one (RFC 3164 syslog,
+	// Exim, `journalctl -o short`); nil means time.Local, as on the host
+	// that wrote them.
+	Location *time.Location
 	// HostAddresses, when the config allowlists them; nil asks the kernel.
 	HostAddresses func() ([]netip.Prefix, error)
 	// Progress, when set, is called every ProgressEvery lines with the
@@ -82,7 +86,7 @@ func Replay(ctx context.Context, opt ReplayOptions, inputs []ReplayInput) (*Repl
 	if err != nil {
 		return nil, err
 	}
-	parser, err := parsers.Compile(specs, parsers.Options{})
+	parser, err := parsers.Compile(specs, parsers.Options{Location: opt.Location})
 	if err != nil {
 		return nil, err
 	}
