@@ -1055,6 +1055,16 @@ func warnDoubleCounting(log *slog.Logger, cfg *config.Config) {
 			log.Warn("Dovecot's reports to the hook and this source's dovecot format count the same attempts twice: "+
 				"drop dovecot from the source's formats, or set enforcers.hook.dovecot.report: false", "source", s.Name)
 		}
+		// Postfix and Exim log the SMTP AUTH attempts that Dovecot reports
+		// when they authenticate through Dovecot SASL, which mailban cannot
+		// see from here: say it as a condition.
+		for _, f := range []string{"postfix", "exim"} {
+			if slices.Contains(s.Formats, f) {
+				log.Warn("if "+f+" authenticates through Dovecot SASL, Dovecot's reports to the hook and this source's "+f+
+					" format count its SMTP AUTH attempts twice: drop "+f+" from the source's formats, or set enforcers.hook.dovecot.report: false",
+					"source", s.Name)
+			}
+		}
 	}
 }
 

@@ -2,11 +2,14 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +162,41 @@ func TestHookWiring(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Dovecot's reports and a log format that holds the same attempts count
+// them twice: the agent says so for dovecot, and for postfix and exim on
+// the condition that they authenticate through Dovecot SASL.
+func TestWarnDoubleCounting(t *testing.T) {
+	cases := []struct {
+		report  bool
+		formats []string
+		want    []string // the formats warned about, in order
+	}{
+		{true, []string{"dovecot"}, []string{"dovecot"}},
+		{true, []string{"postfix", "dovecot"}, []string{"dovecot", "postfix"}},
+		{true, []string{"exim"}, []string{"exim"}},
+		{true, []string{"stalwart"}, nil},
+		{false, []string{"postfix", "dovecot", "exim"}, nil},
+	}
+	for _, tc := range cases {
+		var buf bytes.Buffer
+		cfg := &config.Config{
+			Sources:   []config.SourceConfig{{Name: "mail", Formats: tc.formats}},
+			Enforcers: config.EnforcersConfig{Hook: &config.HookConfig{Dovecot: &config.HookDovecotConfig{Report: tc.report}}},
+		}
+		warnDoubleCounting(slog.New(slog.NewTextHandler(&buf, nil)), cfg)
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			for _, f := range []string{"dovecot format", "postfix format", "exim format"} {
+				if strings.Contains(line, "this source's "+f) {
+					got = append(got, strings.TrimSuffix(f, " format"))
+				}
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("report=%v formats %v: warned about %v, want %v\n%s", tc.report, tc.formats, got, tc.want, buf.String())
+		}
 	}
 }
