@@ -5,7 +5,7 @@
 //
 //	mailban run [--config FILE] [--fresh-state]
 //	mailban check-config [--config FILE]
-//	mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] FILE...
+//	mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] [--timezone ZONE] FILE...
 //	mailban status | bans | locks | ban | unban | block | unblock | unlock | why | reload
 //	mailban firewall remove [--config FILE]
 //	mailban version
@@ -94,11 +94,12 @@ Usage:
         run the daemon (SIGHUP reloads the configuration, SIGTERM stops)
   mailban check-config [--config FILE]
         check a configuration file and exit non-zero if it has errors
-  mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] FILE...
+  mailban test [--config FILE] [--format NAME[,NAME...]] [--json] [--explain] [--timezone ZONE] FILE...
         replay log files (- for standard input) through formats and rules,
         using the lines' own timestamps; --json prints events and decisions,
         --explain which pattern of which format matched each line and what
-        it captured
+        it captured; --timezone the zone of times written without one
+        (default: the sources' timezone in --config, else this host's)
   mailban firewall remove [--config FILE]
         delete the nftables enforcer's table (inet mailban), and nothing else
   mailban version

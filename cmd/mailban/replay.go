@@ -22,6 +22,7 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	formats := fs.String("format", "", "comma-separated format `names` to use (default: every format)")
 	jsonOut := fs.Bool("json", false, "print one JSON object per event and decision")
 	explain := fs.Bool("explain", false, "for every line a pattern matched, print which pattern of which format matched, what it captured and what came of it")
+	zone := fs.String("timezone", "", "time `zone` of times written without one, e.g. Europe/Berlin (default: the configuration's sources' timezone when they agree, else this host's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -34,6 +35,10 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		if cfg, err = config.Load(*path); err != nil {
 			return err
 		}
+	}
+	loc, err := replayZone(*zone, cfg)
+	if err != nil {
+		return err
 	}
 	var names []string
 	if *formats != "" {
@@ -73,7 +78,7 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		out = stdout
 	}
 	start := time.Now()
-	opt := agent.ReplayOptions{Config: cfg, Formats: names, JSON: *jsonOut, Explain: *explain, Out: out, Now: start}
+	opt := agent.ReplayOptions{Config: cfg, Formats: names, JSON: *jsonOut, Explain: *explain, Out: out, Now: start, Location: loc}
 	if prog != nil {
 		opt.Progress = prog.update
 	}
@@ -91,6 +96,30 @@ func replay(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		printSummary(stdout, sum, time.Since(start), *explain)
 	}
 	return nil
+}
+
+// replayZone is the zone for times written without one: the flag's, else
+// the one every configured source reads in (as the daemon would), else
+// this host's.
+func replayZone(flag string, cfg *config.Config) (*time.Location, error) {
+	if flag != "" {
+		loc, err := time.LoadLocation(flag)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--timezone %q: %w", flag, err)}
+		}
+		return loc, nil
+	}
+	var loc *time.Location
+	for _, s := range cfg.Sources {
+		switch l := s.Timezone.Location; {
+		case l == nil:
+		case loc == nil:
+			loc = l
+		case l.String() != loc.String():
+			return nil, nil // they differ: no one zone is the daemon's
+		}
+	}
+	return loc, nil
 }
 
 // printSummary writes what a replay counted: every format (with patterns,

@@ -96,6 +96,7 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"test", "--colour", "x.log"}, exitUsage, "flag provided but not defined: -colour"},
 		{[]string{"test", "/nonexistent/mail.log"}, exitFailure, "/nonexistent/mail.log: no such file or directory"},
 		{[]string{"test", "--format", "nosuch", "../../testdata/replay/attack.log"}, exitFailure, `no format named "nosuch"`},
+		{[]string{"test", "--timezone", "Mars/Olympus", "../../testdata/replay/attack.log"}, exitUsage, `--timezone "Mars/Olympus": unknown time zone`},
 		{[]string{"check-config", "--config", "/nonexistent.yaml"}, exitFailure, "read config: open /nonexistent.yaml"},
 		{[]string{"check-config", "--config", "../../examples/mailban.yaml", "extra"}, exitUsage, `unexpected argument "extra"`},
 		{[]string{"run", "--config", "/nonexistent.yaml"}, exitFailure, "read config"},
@@ -108,6 +109,40 @@ func TestCommandLineMistakes(t *testing.T) {
 		if code != tc.code || !strings.Contains(stderr.String(), tc.inStderr) {
 			t.Errorf("mailban %s: exit %d, stderr %q; want exit %d and %q",
 				strings.Join(tc.args, " "), code, stderr.String(), tc.code, tc.inStderr)
+		}
+	}
+}
+
+// Times written without a zone (syslog) are read in --timezone's zone,
+// else in the one the configuration's sources agree on, as the daemon
+// reads them.
+func TestReplayTimezone(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "mail.log")
+	line := "Nov 25 10:00:00 mx postfix/smtpd[1]: warning: unknown[203.0.113.7]: SASL LOGIN authentication failed: UGFzc3dvcmQ6\n"
+	if err := os.WriteFile(log, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "mailban.yaml")
+	if err := os.WriteFile(cfg, []byte("sources:\n  - {name: mail, paths: [mail.log], timezone: Asia/Tokyo}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string // the event's time, in UTC
+	}{
+		{[]string{"--timezone", "Europe/Berlin"}, `"time":"2026-11-25T09:00:00Z"`},
+		{[]string{"--config", cfg}, `"time":"2026-11-25T01:00:00Z"`},
+		{[]string{"--config", cfg, "--timezone", "UTC"}, `"time":"2026-11-25T10:00:00Z"`},
+	}
+	for _, tc := range cases {
+		var stdout, stderr bytes.Buffer
+		args := append(append([]string{"test", "--json"}, tc.args...), log)
+		if code := run(context.Background(), args, nil, &stdout, &stderr); code != exitOK {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr.String())
+		}
+		if !strings.Contains(stdout.String(), tc.want) {
+			t.Errorf("%v: got %s, want %s", tc.args, stdout.String(), tc.want)
 		}
 	}
 }
