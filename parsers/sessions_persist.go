@@ -66,10 +66,21 @@ func (p *Parser) AdoptSessions(old *Parser) int {
 			}
 		}
 	}
-	// The formats with tables may differ from the saved record's: write it
-	// again even if no table changes.
-	p.sessionsStale.Store(true)
+	if p.hasSessions() || old.hasSessions() {
+		// The formats with tables may differ from the saved record's:
+		// write it again even if no table changes.
+		p.sessionsStale.Store(true)
+	}
 	return n
+}
+
+func (p *Parser) hasSessions() bool {
+	for _, f := range p.formats {
+		if f.sessions != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // SessionsChanged reports whether the session memory changed since
