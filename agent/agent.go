@@ -301,6 +301,9 @@ func (a *Agent) restore() error {
 			return nil
 		case rules.OwnsBucket(r.Bucket):
 			return a.engine.Restore(rules.Record{Bucket: r.Bucket, Key: r.Key, Value: r.Value})
+		case r.Bucket == sessionsBucket:
+			a.restoreSessions(r)
+			return nil
 		}
 		return fmt.Errorf("unknown bucket (written by another program or a newer mailban?)")
 	})
@@ -744,6 +747,7 @@ func (a *Agent) checkpoint() {
 		a.pending = append(a.pending, state.Record{Bucket: positionsBucket, Key: []byte(key), Value: v})
 	}
 	clear(a.dirtyPos)
+	a.saveSessions()
 	if len(a.pending) == 0 {
 		return
 	}
@@ -978,6 +982,7 @@ func (a *Agent) applyConfig(ctx context.Context, cfg *config.Config) error {
 	a.checkpoint()
 
 	old := a.enforcers
+	a.adoptSessions(ps)
 	a.parsers, a.enforcers = ps, enfs
 	a.allow = canonical(rc.Allow)
 	gone := without(old, enfs)

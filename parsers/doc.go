@@ -5,5 +5,7 @@
 // users' own formats; see SCHEMA.md), compiled once into a Parser that is safe
 // for concurrent use and rejects most lines on a literal before any regular
 // expression runs. Its only memory of past lines is a bounded table of
-// sessions, so that an attempt a server logs on several lines counts once.
+// sessions, so that an attempt a server logs on several lines counts once;
+// the table can be saved and restored, or handed to the parser a reload
+// builds, so that it does so across restarts and reloads too.
 package parsers

@@ -37,6 +37,10 @@ type Parser struct {
 	// them in the order they are tried: a map that is replaced, never
 	// changed, so that reading it needs no lock.
 	byProgram atomic.Pointer[map[string][]*format]
+
+	// sessionsStale says the session record must be written again though
+	// no table changed: AdoptSessions changed which tables p has.
+	sessionsStale atomic.Bool
 }
 
 // maxPrograms bounds the program tags byProgram remembers; others are

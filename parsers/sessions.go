@@ -32,13 +32,17 @@ const maxSessions = 4096
 //
 // The table holds maxSessions sessions; a forgotten session's summary counts
 // all its attempts again (counting twice, never missing one). It is safe for
-// concurrent use.
+// concurrent use. It is saved with the read positions and handed to the
+// parser a reload compiles (sessions_persist.go), so that neither a restart
+// nor a reload between a session's lines counts its attempts twice.
 type sessionTable struct {
 	mu      sync.Mutex
 	max     int
 	byID    map[string]*session
 	lru     session // sentinel of a ring: lru.next is the newest session
 	pending map[ownerKey]*pendingCount
+	gen     uint64 // changes so far: every attempt and summary is one
+	saved   uint64 // gen when the table was last encoded (sessions_persist.go)
 }
 
 // session is what the table remembers of one session.
@@ -81,6 +85,7 @@ type sessionOutcome struct {
 func (t *sessionTable) attempt(id string, addr netip.Addr, login string, n int) sessionOutcome {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.gen++
 	s, known := t.byID[id]
 	if known {
 		t.touch(s)
@@ -104,6 +109,7 @@ func (t *sessionTable) attempt(id string, addr netip.Addr, login string, n int) 
 func (t *sessionTable) summary(id string, hasID bool, addr netip.Addr, login string, n int) sessionOutcome {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.gen++
 	var s *session
 	if hasID {
 		s = t.byID[id]
