@@ -298,18 +298,12 @@ func (a *Agent) ban(ctx context.Context, o control.Order) (control.Result, error
 	case length == 0:
 		length = time.Duration(a.cfg.Rules.Ban.For)
 	}
-	var res control.Result
-	for _, p := range parts {
-		d, err := a.engine.BanManual(p, length, o.Reason)
-		if err != nil {
-			// What was banned so far stays: it is enforced and saved below.
-			a.commit(ctx)
-			return res, control.Refusedf("%v", err)
-		}
-		a.decided = append(a.decided, d)
-		res.Entries = append(res.Entries, entryOf(d, false))
+	res, err := a.decideEach(ctx, parts, func(p netip.Prefix) (rules.Decision, error) {
+		return a.engine.BanManual(p, length, o.Reason)
+	})
+	if err != nil {
+		return res, err
 	}
-	a.commit(ctx)
 	how := "permanently"
 	if length > 0 {
 		how = fmt.Sprintf("for %s (until %s)", rules.FormatDuration(length), res.Entries[0].Until.Local().Format(time.DateTime))
@@ -317,6 +311,23 @@ func (a *Agent) ban(ctx context.Context, o control.Order) (control.Result, error
 	res.Message = fmt.Sprintf("banned %s %s", o.Network, how)
 	if len(parts) > 1 || parts[0] != o.Network {
 		res.Message = fmt.Sprintf("banned %s except its allowlisted addresses, as %s, %s", o.Network, networks(len(parts)), how)
+	}
+	return res, nil
+}
+
+// decideEach makes one manual decision for each network of parts, then
+// enforces and saves them. A refusal stops it there; what was decided
+// before it stays, enforced and saved too.
+func (a *Agent) decideEach(ctx context.Context, parts []netip.Prefix, decide func(netip.Prefix) (rules.Decision, error)) (control.Result, error) {
+	var res control.Result
+	defer a.commit(ctx)
+	for _, p := range parts {
+		d, err := decide(p)
+		if err != nil {
+			return res, control.Refusedf("%v", err)
+		}
+		a.decided = append(a.decided, d)
+		res.Entries = append(res.Entries, entryOf(d, false))
 	}
 	return res, nil
 }
@@ -338,17 +349,12 @@ func (a *Agent) block(ctx context.Context, o control.Order) (control.Result, err
 	if err != nil {
 		return control.Result{}, err
 	}
-	var res control.Result
-	for _, p := range parts {
-		d, err := a.engine.BlockManual(p, o.Reason)
-		if err != nil {
-			a.commit(ctx)
-			return res, control.Refusedf("%v", err)
-		}
-		a.decided = append(a.decided, d)
-		res.Entries = append(res.Entries, entryOf(d, false))
+	res, err := a.decideEach(ctx, parts, func(p netip.Prefix) (rules.Decision, error) {
+		return a.engine.BlockManual(p, o.Reason)
+	})
+	if err != nil {
+		return res, err
 	}
-	a.commit(ctx)
 	res.Message = fmt.Sprintf("blocked %s until unblocked (saved; mailban unblock %s lifts it)", o.Network, o.Network)
 	if len(parts) > 1 || parts[0] != o.Network {
 		res.Message = fmt.Sprintf("blocked %s except its allowlisted addresses, as %s, until unblocked", o.Network, networks(len(parts)))
