@@ -40,14 +40,6 @@ type dovecotResponse struct {
 	Msg    string `json:"msg,omitempty"`
 }
 
-func (s *Server) serveDovecot(w http.ResponseWriter, r *http.Request) {
-	t0 := time.Now()
-	pm := s.m.proto[protoDovecot]
-	out := s.dovecot(w, r)
-	pm.requests[out].Inc()
-	pm.duration.Observe(time.Since(t0).Seconds())
-}
-
 func (s *Server) dovecot(w http.ResponseWriter, r *http.Request) outcome {
 	cfg := s.cfg.Load()
 	if r.Method != http.MethodPost {

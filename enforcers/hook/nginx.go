@@ -36,14 +36,6 @@ var hopByHop = map[string]bool{
 	"Host": true, "Content-Length": true,
 }
 
-func (s *Server) serveNginx(w http.ResponseWriter, r *http.Request) {
-	t0 := time.Now()
-	pm := s.m.proto[protoNginx]
-	out := s.nginx(w, r)
-	pm.requests[out].Inc()
-	pm.duration.Observe(time.Since(t0).Seconds())
-}
-
 func (s *Server) nginx(w http.ResponseWriter, r *http.Request) outcome {
 	cfg := s.cfg.Load()
 	if r.Method != http.MethodGet {

@@ -187,11 +187,11 @@ func (s *Server) serve() {
 		case protoDovecot, protoNginx:
 			srv := servers[l.proto]
 			if srv == nil {
-				var h http.Handler = http.HandlerFunc(s.serveDovecot)
+				handle := s.dovecot
 				if l.proto == protoNginx {
-					h = http.HandlerFunc(s.serveNginx)
+					handle = s.nginx
 				}
-				srv = s.httpServer(h)
+				srv = s.httpServer(s.measured(l.proto, handle))
 				servers[l.proto] = srv
 				s.https = append(s.https, srv)
 			}
@@ -349,4 +349,16 @@ func (s *Server) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// measured is an HTTP protocol's handler, counted and timed in the
+// protocol's series by the outcome handle returns.
+func (s *Server) measured(proto string, handle func(http.ResponseWriter, *http.Request) outcome) http.Handler {
+	pm := s.m.proto[proto]
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t0 := time.Now()
+		out := handle(w, r)
+		pm.requests[out].Inc()
+		pm.duration.Observe(time.Since(t0).Seconds())
+	})
 }
