@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -582,7 +583,7 @@ func (c *Config) check() Errors {
 		}
 		for j, f := range s.Formats {
 			if !known[f] {
-				bad(fmt.Sprintf("%s.formats[%d]", key, j), "no format named %q (known: %s)", f, strings.Join(sortedKeys(known), ", "))
+				bad(fmt.Sprintf("%s.formats[%d]", key, j), "no format named %q (%s)", f, suggest(f, sortedKeys(known)))
 			}
 		}
 		if s.Timezone.Location == nil {
@@ -669,6 +670,42 @@ func defaultSourceName(s *SourceConfig, i int) string {
 		return "stdin"
 	}
 	return fmt.Sprintf("%s-%d", s.Type, i)
+}
+
+// suggest is the hint for a name that is not one of known (sorted): the
+// nearest known name when a typo or two away, else the whole list.
+func suggest(name string, known []string) string {
+	best, bestDist := "", 3
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("did you mean %q?", best)
+	}
+	return "known: " + strings.Join(known, ", ")
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func sortedKeys(m map[string]bool) []string {
@@ -823,7 +860,7 @@ func (c *Config) FormatSpecs(names []string) ([]parsers.FormatSpec, error) {
 	for _, n := range names {
 		spec, ok := all[n]
 		if !ok {
-			return nil, fmt.Errorf("no format named %q", n)
+			return nil, fmt.Errorf("no format named %q (%s)", n, suggest(n, slices.Sorted(maps.Keys(all))))
 		}
 		specs = append(specs, spec)
 	}

@@ -78,9 +78,14 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 			want: `t.yaml:2: sources[0].paths: a file source needs at least one path or glob pattern`,
 		},
 		{
+			name: "unknown format, far from any",
+			yaml: "sources:\n  - paths: [/x]\n    formats: [smtpd]\n",
+			want: `t.yaml:3: sources[0].formats[0]: no format named "smtpd"`,
+		},
+		{
 			name: "unknown format",
 			yaml: "sources:\n  - paths: [/x]\n    formats: [postfix, dovecott]\n",
-			want: `t.yaml:3: sources[0].formats[1]: no format named "dovecott"`,
+			want: `t.yaml:3: sources[0].formats[1]: no format named "dovecott" (did you mean "dovecot"?)`,
 		},
 		{
 			name: "duplicate source names",
@@ -178,7 +183,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 			yaml: "rules:\n  ip:\n    treshold: 10/1h\n  ban:\n    for: soon\n    max: 1m\nsources:\n  - paths: [/x]\n    formats: [postfix, dovecott]\n",
 			want: "t.yaml:3: rules.ip.treshold: unknown key (check its spelling and indentation)\n" +
 				"t.yaml:5: rules.ban.for: \"soon\" is not a duration (use a number and a unit: s, m, h, d, w; e.g. 90s, 10m, 1d)\n" +
-				"t.yaml:9: sources[0].formats[1]: no format named \"dovecott\"",
+				"t.yaml:9: sources[0].formats[1]: no format named \"dovecott\" (did you mean \"dovecot\"?)",
 		},
 		{
 			name: "block of everything",
