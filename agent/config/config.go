@@ -675,16 +675,29 @@ func defaultSourceName(s *SourceConfig, i int) string {
 // suggest is the hint for a name that is not one of known (sorted): the
 // nearest known name when a typo or two away, else the whole list.
 func suggest(name string, known []string) string {
+	if best, ok := nearest(name, known); ok {
+		return fmt.Sprintf("did you mean %q?", best)
+	}
+	return "known: " + strings.Join(known, ", ")
+}
+
+// nearest is the name of known at most two typos (edits) from name, or
+// else one that name is the start of.
+func nearest(name string, known []string) (string, bool) {
 	best, bestDist := "", 3
 	for _, k := range known {
 		if d := editDistance(name, k); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
-	if best != "" {
-		return fmt.Sprintf("did you mean %q?", best)
+	if best == "" && len(name) >= 3 {
+		for _, k := range known {
+			if strings.HasPrefix(k, name) { // cut short: "prio" for priority
+				return k, true
+			}
+		}
 	}
-	return "known: " + strings.Join(known, ", ")
+	return best, best != ""
 }
 
 // editDistance is the Levenshtein distance between a and b, in bytes.

@@ -25,17 +25,22 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "sources:\n  - paths: [/var/log/mail.log]\nsorces: []\n",
-			want: `t.yaml:3: sorces: unknown key (check its spelling and indentation)`,
+			want: `t.yaml:3: sorces: unknown key (did you mean sources?)`,
+		},
+		{
+			name: "unknown key like none",
+			yaml: "rules:\n  ip:\n    frobnicate: 3\n",
+			want: `t.yaml:3: rules.ip.frobnicate: unknown key (check its spelling and indentation)`,
 		},
 		{
 			name: "unknown nested key",
 			yaml: "rules:\n  ip:\n    treshold: 10/1h\n",
-			want: `t.yaml:3: rules.ip.treshold: unknown key (check its spelling and indentation)`,
+			want: `t.yaml:3: rules.ip.treshold: unknown key (did you mean threshold?)`,
 		},
 		{
 			name: "unknown key in a list item",
 			yaml: "sources:\n  - name: a\n    paths: [/x]\n  - name: b\n    path: /y\n",
-			want: `t.yaml:5: sources[1].path: unknown key (check its spelling and indentation)`,
+			want: `t.yaml:5: sources[1].path: unknown key (did you mean paths?)`,
 		},
 		{
 			name: "bad duration",
@@ -181,7 +186,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 			// they did not mean would only mislead.
 			name: "every problem at once, each reported once",
 			yaml: "rules:\n  ip:\n    treshold: 10/1h\n  ban:\n    for: soon\n    max: 1m\nsources:\n  - paths: [/x]\n    formats: [postfix, dovecott]\n",
-			want: "t.yaml:3: rules.ip.treshold: unknown key (check its spelling and indentation)\n" +
+			want: "t.yaml:3: rules.ip.treshold: unknown key (did you mean threshold?)\n" +
 				"t.yaml:5: rules.ban.for: \"soon\" is not a duration (use a number and a unit: s, m, h, d, w; e.g. 90s, 10m, 1d)\n" +
 				"t.yaml:9: sources[0].formats[1]: no format named \"dovecott\" (did you mean \"dovecot\"?)",
 		},
@@ -210,7 +215,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{
 			name: "nftables: unknown key",
 			yaml: "enforcers:\n  nftables:\n    prio: 5\n",
-			want: `t.yaml:3: enforcers.nftables.prio: unknown key (check its spelling and indentation)`,
+			want: `t.yaml:3: enforcers.nftables.prio: unknown key (did you mean priority?)`,
 		},
 		{
 			name: "control group unknown",
@@ -480,7 +485,7 @@ func TestFleetConfig(t *testing.T) {
 		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    key-prefix: \"{x}\"\n", `t.yaml:4: fleet.redis.key-prefix: "{x}": braces are not allowed (mailban puts the prefix in a hash tag itself)`},
 		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    password: a\n    password-file: /p\n", `t.yaml:5: fleet.redis.password-file: give password or password-file, not both`},
 		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    tls:\n      cert-file: /c\n", `t.yaml:5: fleet.redis.tls.cert-file: cert-file and key-file go together`},
-		{"fleet:\n  redis:\n    adress: 127.0.0.1:6379\n", `t.yaml:3: fleet.redis.adress: unknown key (check its spelling and indentation)`},
+		{"fleet:\n  redis:\n    adress: 127.0.0.1:6379\n", `t.yaml:3: fleet.redis.adress: unknown key (did you mean address?)`},
 		{"fleet:\n  redis:\n    address: 127.0.0.1:6379\n    timeout: soon\n", `t.yaml:4: fleet.redis.timeout: "soon" is not a duration (use a number and a unit: s, m, h, d, w; e.g. 90s, 10m, 1d)`},
 	}
 	for _, tc := range bad {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -75,6 +76,9 @@ func locate(file string, doc *yaml.Node, err error) Errors {
 			if f := unknownField.FindStringSubmatch(m[2]); f != nil {
 				e.Key = pathAtLine(doc, line, f[1])
 				e.Msg = "unknown key (check its spelling and indentation)"
+				if k, ok := nearest(f[1], keysBeside(e.Key)); ok {
+					e.Msg = fmt.Sprintf("unknown key (did you mean %s?)", k)
+				}
 			} else {
 				e.Key = pathAtLine(doc, line, "")
 				if c := cannotDecode.FindStringSubmatch(m[2]); c != nil {
@@ -241,4 +245,55 @@ func splitPath(path string) []pathPart {
 		}
 	}
 	return parts
+}
+
+// keysBeside lists the keys a Config allows beside the one at path (e.g.
+// "sources[0].formtas": the keys of a source), following the YAML names
+// of its fields; nil when the path leads nowhere known.
+func keysBeside(path string) []string {
+	segs := strings.Split(path, ".")
+	t := reflect.TypeOf(Config{})
+	for _, seg := range segs[:len(segs)-1] {
+		name, _, _ := strings.Cut(seg, "[")
+		t = structOf(t)
+		if t == nil {
+			return nil
+		}
+		f, ok := fieldByYAML(t, name)
+		if !ok {
+			return nil
+		}
+		t = f.Type
+	}
+	t = structOf(t)
+	if t == nil {
+		return nil
+	}
+	var keys []string
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// structOf is the struct behind pointers, slices and maps of t, or nil.
+func structOf(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	return t
+}
+
+func fieldByYAML(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		if n, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); n == name {
+			return t.Field(i), true
+		}
+	}
+	return reflect.StructField{}, false
 }

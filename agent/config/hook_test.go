@@ -73,7 +73,7 @@ func TestBadHookBlocks(t *testing.T) {
 		{
 			name: "unknown key inside a block",
 			yaml: "enforcers:\n  hook:\n    dovecot:\n      api-key: k\n      apikey: k\n",
-			want: "t.yaml:5: enforcers.hook.dovecot.apikey: unknown key (check its spelling and indentation)",
+			want: "t.yaml:5: enforcers.hook.dovecot.apikey: unknown key (did you mean api-key?)",
 		},
 		{
 			name: "missing API key",
