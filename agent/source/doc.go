@@ -40,8 +40,6 @@
 // MaxLineBytes (File's own reads never hold more than that); two sources (in
 // one process) following one file with inotify end up polling it, because the
 // library's process-wide inotify table keeps one name per inode.
-// journalctl --follow (systemd 252) reads the current boot only: what an
-// earlier boot wrote after the saved cursor (its last moments) is not read.
 // A Webhook counts two events alike in every field (type, second, address,
 // port, account) but delivered in different requests once. A command whose
 // output starts with the same 16 lines as before but then differs is read

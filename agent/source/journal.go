@@ -102,7 +102,8 @@ const journalFields = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,REMOTEIP,ACCOUNTNAME,LIST
 // Journal reads the systemd journal through `journalctl --follow
 // --output=json`. A line's Time is the entry's __REALTIME_TIMESTAMP, its
 // Program SYSLOG_IDENTIFIER (else _COMM), its Text MESSAGE, and its Cursor
-// the entry's __CURSOR, from which a restart resumes (--after-cursor).
+// the entry's __CURSOR, after which a restart resumes, in every boot the
+// journal holds (runOnce).
 // Stalwart's entries, whose fields say what happened (REMOTEIP,
 // ACCOUNTNAME, ...), carry their Event instead (stalwart.go).
 //
@@ -257,8 +258,16 @@ func (j *Journal) findEnd(ctx context.Context) error {
 	return nil
 }
 
-// runOnce runs journalctl once and delivers what it prints; it returns how
-// many entries it delivered and why journalctl is not running any more.
+// runOnce runs journalctl and delivers what it prints; it returns how many
+// entries it delivered and why journalctl is not running any more.
+//
+// journalctl --follow reads only the current boot (it adds --boot unless
+// told --merge, which would mix in the journals of other machines that a
+// log collector stores), so it comes second: a first journalctl without
+// --follow reads every boot from where the source stands to the journal's
+// end (after a reboot, the last entries of the boot before), and the one
+// that follows starts after the last entry the first printed, where only
+// entries of the current boot can come.
 func (j *Journal) runOnce(ctx context.Context, out chan<- Line) (int, error) {
 	if j.cfg.Directory == "" {
 		found := false
@@ -271,29 +280,52 @@ func (j *Journal) runOnce(ctx context.Context, out chan<- Line) (int, error) {
 	} else if !journalFilesIn(j.cfg.Directory) {
 		return 0, fmt.Errorf("%w in %s", errNoJournal, j.cfg.Directory)
 	}
-	var extra []string
-	switch {
-	case j.after != "":
-		extra = []string{"--after-cursor=" + j.after}
-	case j.cfg.StartAtEnd:
+	if j.after == "" && j.cfg.StartAtEnd {
 		if err := j.findEnd(ctx); err != nil {
 			return 0, err
 		}
-		if j.after != "" {
-			extra = []string{"--after-cursor=" + j.after}
-		}
 	}
-	if j.after == "" {
+	caughtUp, err := j.read(ctx, out, false)
+	if err != nil || ctx.Err() != nil {
+		return caughtUp, err
+	}
+	followed, err := j.read(ctx, out, true)
+	return caughtUp + followed, err
+}
+
+// read runs journalctl once from where the source stands, following the
+// journal or reading to its end, and delivers what it prints; it returns
+// how many entries it delivered and why journalctl ended (nil: it ended
+// normally, or was stopped).
+//
+// journalctl starts at the entry of the cursor itself (--cursor), which is
+// passed over here, rather than after it (--after-cursor): journalctl of
+// systemd 252 (Debian 12) takes --after-cursor as "step two entries", so
+// that when the cursor's entry is not among those it reads (of an earlier
+// boot, with --follow's boot restriction) the first entry of the current
+// boot is skipped.
+func (j *Journal) read(ctx context.Context, out chan<- Line, follow bool) (int, error) {
+	resumed := j.after
+	var extra []string
+	if resumed != "" {
+		extra = []string{"--cursor=" + resumed}
+	} else {
 		extra = []string{"--lines=all"}
 	}
-	resumed := j.after
+	if follow {
+		extra = append(extra, "--follow")
+	}
 	stderr := &stderrLog{log: j.log, report: func(line string) { j.health.problem("journalctl", errors.New(line)) }}
-	ch, err := startChild(j.args(append(extra, "--follow")...), false, stderr, j.cfg.StopTimeout)
+	ch, err := startChild(j.args(extra...), false, stderr, j.cfg.StopTimeout)
 	if err != nil {
 		return 0, err
 	}
 	j.health.update(func(st *StreamStatus) { st.State = stateRunning })
-	j.log.Info("reading the journal", "pid", ch.pid, "after_cursor", resumed != "")
+	if follow {
+		j.log.Info("reading the journal", "pid", ch.pid, "after_cursor", resumed != "")
+	} else {
+		j.log.Debug("reading the journal to its end, every boot", "pid", ch.pid, "after_cursor", resumed != "")
+	}
 
 	lines := make(chan pipeLine, 64)
 	readErr := make(chan error, 1)
@@ -301,6 +333,7 @@ func (j *Journal) runOnce(ctx context.Context, out chan<- Line) (int, error) {
 	defer stopReading()
 	go func() { readErr <- readLines(readCtx, ch.out, j.cfg.MaxEntryBytes, lines); close(lines) }()
 	delivered := 0
+	first := true
 	var derr error
 	for derr == nil {
 		select {
@@ -309,6 +342,11 @@ func (j *Journal) runOnce(ctx context.Context, out chan<- Line) (int, error) {
 				derr = errEndOfOutput
 				break
 			}
+			if first && resumed != "" && entryCursor(l.text) == resumed {
+				first = false
+				continue // delivered before: the entry of the cursor
+			}
+			first = false
 			var sent bool
 			sent, derr = j.entry(ctx, []byte(l.text), l.cut, out)
 			if sent {
@@ -343,6 +381,18 @@ func (j *Journal) runOnce(ctx context.Context, out chan<- Line) (int, error) {
 		j.after = ""
 	}
 	return delivered, stderr.explain(j.cfg.Journalctl, werr)
+}
+
+// entryCursor is the __CURSOR of an entry as journalctl prints it, or ""
+// when text is not an entry.
+func entryCursor(text string) string {
+	var e struct {
+		Cursor string `json:"__CURSOR"`
+	}
+	if json.Unmarshal([]byte(text), &e) != nil {
+		return ""
+	}
+	return e.Cursor
 }
 
 // errEndOfOutput is journalctl's output ending.

@@ -308,3 +308,127 @@ func TestJournalUnreadable(t *testing.T) {
 	waitFor(t, "an error", func() bool { return strings.Contains(j.Status()[0].LastError, "permission") })
 	c.stop()
 }
+
+// TestJournalAcrossReboot reads a journal that holds two boots, as a
+// journald of the test's own writes it under one boot id and then, as
+// after a reboot, under another; the source's journalctl runs in the
+// second boot. journalctl --follow alone reads only the current boot: the
+// entries logged in the first boot after mailban's last position (its last
+// seconds before the shutdown) must arrive all the same, before those of
+// the new boot, each once, each with its own cursor.
+func TestJournalAcrossReboot(t *testing.T) {
+	cases := []struct {
+		name       string
+		resume     bool // a first run in the first boot read a 0..9 and saved its position
+		startAtEnd bool
+		newBoot    int // entries of the new boot ("b 0".."b N-1") there before the source starts
+		// seam: "seam 0" is logged in the new boot after the source read
+		// the journal to its end and before journalctl --follow starts.
+		seam bool
+		want [][]string
+	}{
+		{"resume, entries of the new boot waiting", true, true, 5, false,
+			[][]string{numbered("late", 0, 5), numbered("b", 0, 10), {"end 0"}}},
+		{"resume, nothing of the new boot yet", true, true, 0, true,
+			[][]string{numbered("late", 0, 5), {"seam 0"}, numbered("b", 0, 10), {"end 0"}}},
+		{"start at the beginning", false, false, 5, false,
+			[][]string{numbered("a", 0, 10), numbered("late", 0, 5), numbered("b", 0, 10), {"end 0"}}},
+		{"start at the end, nothing of the new boot yet", false, true, 0, true,
+			[][]string{{"seam 0"}, numbered("b", 0, 10), {"end 0"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			boots := journaldtest.NewBoots(t)
+			ident := uniqueIdent(t)
+			match := "SYSLOG_IDENTIFIER=" + ident
+			journalctl := boots.Journalctl() // the second run's
+			if tc.seam {
+				// The first journalctl --follow logs "seam 0" and waits
+				// for it to be in the journal before it starts.
+				dir := t.TempDir()
+				script := fmt.Sprintf(`#!/bin/sh
+case " $* " in
+*" --follow "*)
+	if mkdir %[1]s/seam 2>/dev/null; then
+		echo "seam 0" | %[2]s -t %[3]s
+		i=0
+		until journalctl --directory=%[4]s --output=cat SYSLOG_IDENTIFIER=%[3]s MESSAGE="seam 0" | grep -q seam; do
+			i=$((i+1)); [ $i -lt 1000 ] || exit 99; sleep 0.01
+		done
+	fi;;
+esac
+exec %[5]s "$@"
+`, dir, boots.Command("systemd-cat"), ident, boots.JournalDir(), journalctl)
+				journalctl = filepath.Join(dir, "journalctl")
+				if err := os.WriteFile(journalctl, []byte(script), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := func(journalctl string, startAtEnd bool, saved map[string][]byte) (*Journal, *collector) {
+				cfg := journalConfig(ident)
+				cfg.Journalctl = journalctl
+				cfg.StartAtEnd = startAtEnd
+				j, err := NewJournal(cfg, saved, testLogger(t), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				j.journalDirs = []string{boots.JournalDir()} // where its journalctl finds the system journal
+				return j, collect(t, j)
+			}
+
+			first := boots.Boot(t)
+			boots.Cat(t, ident, numbered("a", 0, 10)...)
+			boots.WaitEntries(t, 10, match)
+			var saved map[string][]byte
+			if tc.resume {
+				_, c := start(boots.Journalctl(), false, nil)
+				c.waitLines(10)
+				saved = c.stop()
+			}
+			// Logged after mailban's last position, before the shutdown.
+			boots.Cat(t, ident, numbered("late", 0, 5)...)
+			boots.WaitEntries(t, 15, match)
+
+			second := boots.Boot(t)
+			if tc.newBoot > 0 {
+				boots.Cat(t, ident, numbered("b", 0, tc.newBoot)...)
+				boots.WaitEntries(t, 15+tc.newBoot, match)
+			}
+			_, c := start(journalctl, tc.startAtEnd, saved)
+			journalctlOf(t, ident) // following now: the rest arrives while it follows
+			boots.Cat(t, ident, numbered("b", tc.newBoot, 10)...)
+			boots.Cat(t, ident, "end 0")
+			c.waitText("end 0")
+			got := c.stop()
+			lines := c.snapshot()
+			checkExactlyOnce(t, lines, tc.want...)
+
+			// The first boot's entries came first, and each line carries
+			// its entry's own cursor: the position saved is where the
+			// journal says the line is.
+			entries := boots.WaitEntries(t, 26+int(boolCount(tc.seam)), match)
+			cursorOf := map[string]string{}
+			bootOf := map[string]string{}
+			for _, e := range entries {
+				cursorOf[e.Message], bootOf[e.Message] = e.Cursor, e.BootID
+			}
+			if bootOf["late 4"] != first || bootOf["b 0"] != second || first == second {
+				t.Fatalf("boots of the entries: late 4 in %s, b 0 in %s; want %s, then %s", bootOf["late 4"], bootOf["b 0"], first, second)
+			}
+			seenSecond := false
+			for _, l := range lines {
+				if string(l.Cursor.Value) != cursorOf[l.Text] {
+					t.Errorf("line %q: cursor %s, want the entry's %s", l.Text, l.Cursor.Value, cursorOf[l.Text])
+				}
+				if bootOf[l.Text] == second {
+					seenSecond = true
+				} else if seenSecond {
+					t.Errorf("line %q of the first boot arrived after one of the second", l.Text)
+				}
+			}
+			if want := cursorOf["end 0"]; string(got[""]) != want {
+				t.Errorf("position after the run %s, want the last entry's %s", got[""], want)
+			}
+		})
+	}
+}
