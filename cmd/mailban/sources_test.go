@@ -146,8 +146,14 @@ func TestDaemonJournal(t *testing.T) {
 	d.await("reading the journal", nil)
 	journaldtest.Cat(t, postfix, fail(ip))
 	ban, before := d.await("decision", map[string]any{"action": "ban", "prefix": ip + "/32"})
-	if got := decisionsIn(before); len(got) != 0 {
-		t.Fatalf("decisions before the ban: %v", got)
+	// The bans of the run before may be decided again: if the kill came
+	// before the checkpoint that saved them, their lines are read again and
+	// give the same bans (enforcers take a ban twice as once). Nothing else.
+	redecided := map[string]bool{"ban 203.0.113.7/32<nil>": true, "ban 198.51.100.20/32<nil>": true}
+	for _, dec := range decisionsIn(before) {
+		if !redecided[dec] {
+			t.Fatalf("decisions before the ban: %v", decisionsIn(before))
+		}
 	}
 	if reason := fmt.Sprint(ban["reason"]); !strings.HasPrefix(reason, "3 failures") {
 		t.Fatalf("ban reason %q, want exactly 3 failures counted", reason)
