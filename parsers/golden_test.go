@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -33,9 +34,14 @@ type goldenEvent struct {
 	Attempts int    `json:"attempts"`
 }
 
+// testPresets decodes the embedded presets once for all tests: decoding
+// is most of what building a parser costs, and some tests build one for
+// every line of a log.
+var testPresets = sync.OnceValues(Presets)
+
 func presetParser(t testing.TB, loc *time.Location, names ...string) *Parser {
 	t.Helper()
-	presets, err := Presets()
+	presets, err := testPresets()
 	if err != nil {
 		t.Fatalf("Presets: %v", err)
 	}
