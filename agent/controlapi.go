@@ -85,6 +85,7 @@ func (b controlBackend) Status(ctx context.Context) (control.Status, error) {
 	return inLoop(ctx, b.a, func(context.Context) (control.Status, error) { return b.a.status(), nil })
 }
 
+// status is what mailban status shows; it runs in the pipeline goroutine.
 func (a *Agent) status() control.Status {
 	es := a.engine.Stats()
 	st := control.Status{
@@ -526,6 +527,8 @@ func (b controlBackend) Why(ctx context.Context, subject string) (control.Why, e
 	return inLoop(ctx, b.a, func(context.Context) (control.Why, error) { return b.a.why(subject), nil })
 }
 
+// why explains subject (an address, a network or a login): what refuses
+// it now, with the rule and the evidence lines, or that nothing does.
 func (a *Agent) why(subject string) control.Why {
 	w := control.Why{Subject: subject}
 	active := a.engine.Active()
