@@ -36,7 +36,7 @@ func TestNginxMailProxy(t *testing.T) {
 	needNginxMailModule(t)
 	dir := serverDir(t)
 	backend := startIMAPBackend(t)
-	upstream := startAuthHTTP(t, backend.addr)
+	upstream := startAuthHTTP(t, backend.addr, "")
 	hookPort := freePort(t)
 	// nginx sends the client's address as Client-IP: these clients are
 	// 127.0.0.x, so mailbanConfig leaves loopback out of the allowlist.
@@ -141,6 +141,67 @@ enforcers:
 	// nginx logged each refusal with the client's address, as the
 	// nginx-mail example's format expects.
 	proxy.waitLog(t, `client login failed: "too many failed logins from your address, try again later" while in http auth state, client: 127.0.0.7, server: `+proxy.imap+`, login: "alice@example.test"`)
+}
+
+// TestNginxMailProxyAuthWait: with Auth-Wait in a refusal, nginx holds
+// the client that long and then lets it try again on the same connection,
+// asking again. The upstream's Auth-Wait reaches nginx through the hook, a
+// retry with the right password gets in, and both answers are counted;
+// mailban's own refusal (nginx.auth-wait) keeps a banned client waiting
+// instead of hanging up on it, and every retry is refused again without
+// reaching the upstream.
+func TestNginxMailProxyAuthWait(t *testing.T) {
+	needRealServers(t, "nginx")
+	needNginxMailModule(t)
+	dir := serverDir(t)
+	backend := startIMAPBackend(t)
+	upstream := startAuthHTTP(t, backend.addr, "1")
+	hookPort := freePort(t)
+	a := runAgent(t, dir, fmt.Sprintf(mailbanConfig, "3/1h")+fmt.Sprintf(`
+sources: []
+enforcers:
+  hook:
+    native: {listen: [%%[1]s/hook.sock]}
+    nginx: {listen: ["127.0.0.1:%d"], api-key: "k3y", upstream: "%s/auth", auth-wait: 1s}
+`, hookPort, upstream.URL))
+	proxy := startNginx(t, fmt.Sprintf("127.0.0.1:%d/mailban", hookPort), "k3y")
+	alice, bob := "alice@example.test", "bob@example.test"
+
+	c := dialIMAP(t, "127.0.0.2", proxy.imap)
+	if got := c.login(alice, "typo"); got != "NO Invalid login or password" {
+		t.Fatalf("alice's typo: %q", got)
+	}
+	if got := c.login(alice, testUsers[alice]); got != "OK backend: logged in" {
+		t.Fatalf("alice's retry on the same connection: %q", got)
+	}
+	c.cmd("LOGOUT")
+	if asked := upstream.calls(); len(asked) != 2 || asked[1].Get("Auth-Login-Attempt") != "2" {
+		t.Errorf("the upstream was asked %d times, want 2, the second as attempt 2", len(asked))
+	}
+
+	native := dialNative(t, filepath.Join(dir, "hook.sock"))
+	if got := native.ask("REPORT fail ip=127.0.0.9 attempts=3 service=imap"); got != "OK" {
+		t.Fatalf("REPORT: %s", got)
+	}
+	waitRefused(t, a, "127.0.0.9", "", true)
+	c = dialIMAP(t, "127.0.0.9", proxy.imap)
+	for i := range 2 {
+		if got := c.login(bob, testUsers[bob]); got != "NO too many failed logins from your address, try again later" {
+			t.Errorf("bob from the banned address, try %d: %q", i+1, got)
+		}
+	}
+	c.cmd("LOGOUT")
+	if n := len(upstream.calls()); n != 2 {
+		t.Errorf("the banned address's logins reached the upstream: %d calls, want 2", n)
+	}
+
+	reg := a.Registry()
+	if n := countEvents(t, reg, "hook-nginx"); n != 2 {
+		t.Errorf("%v events from nginx's answers, want 2 (alice's failure and success)", n)
+	}
+	if n := hookRequests(t, reg, "nginx", "deny"); n != 2 {
+		t.Errorf("nginx denials counted %v, want 2", n)
+	}
 }
 
 // needNginxMailModule is needRealServers for Debian's mail module, which
@@ -457,14 +518,15 @@ func imapWords(s string) []string {
 }
 
 // authHTTP is the auth_http service nginx used before mailban: testUsers
-// go to the backend, anything else is refused (without Auth-Wait).
+// go to the backend, anything else is refused, with Auth-Wait: wait
+// unless wait is "".
 type authHTTP struct {
 	*httptest.Server
 	mu      sync.Mutex
 	headers []http.Header
 }
 
-func startAuthHTTP(t *testing.T, backend string) *authHTTP {
+func startAuthHTTP(t *testing.T, backend, wait string) *authHTTP {
 	t.Helper()
 	host, port, err := net.SplitHostPort(backend)
 	if err != nil {
@@ -482,6 +544,9 @@ func startAuthHTTP(t *testing.T, backend string) *authHTTP {
 			return
 		}
 		w.Header().Set("Auth-Status", "Invalid login or password")
+		if wait != "" {
+			w.Header().Set("Auth-Wait", wait)
+		}
 	}))
 	t.Cleanup(u.Close)
 	return u
