@@ -30,7 +30,8 @@ const nginxMailModule = "/usr/lib/nginx/modules/ngx_mail_module.so"
 // banned address is refused with mailban's message and hung up on, the
 // upstream not asked; failed logins the upstream refuses are counted (the
 // hook's report), so they lock a login, which is then refused from a new
-// address while another login from it passes, and they ban an address.
+// address while another login from it passes, and they ban an address. A
+// login nginx escapes (a space) is locked under the name the client typed.
 func TestNginxMailProxy(t *testing.T) {
 	needRealServers(t, "nginx")
 	needNginxMailModule(t)
@@ -111,6 +112,20 @@ enforcers:
 		t.Errorf("alice from bob's new address: %+v", got)
 	}
 
+	// nginx escapes the login in Auth-User (a space as %20): the hook
+	// counts it and checks it as the client typed it, the name nginx's
+	// log, the backends and mailban's commands use.
+	carol := "Carol Smith@example.test"
+	for i, from := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
+		if got := nginxIMAPLogin(t, from, proxy.imap, carol, fmt.Sprintf("guess-%d", i)); got.answer != "NO Invalid login or password" {
+			t.Fatalf("a wrong password for %q from %s: %+v", carol, from, got)
+		}
+	}
+	waitRefused(t, a, "", "carol smith@example.test", true)
+	if got := nginxIMAPLogin(t, "127.0.0.14", proxy.imap, carol, "any"); got.answer != "NO login temporarily locked after too many failed logins, try again later" {
+		t.Errorf("locked %q from a new address: %+v", carol, got)
+	}
+
 	// Three failures from one address ban it: the next login from it,
 	// with a right password, is mailban's refusal.
 	for i := range 3 {
@@ -124,13 +139,14 @@ enforcers:
 	}
 
 	reg := a.Registry()
-	// Events from the hook's report: alice's two successes, bob's three
-	// guesses, the three guesses from 127.0.0.7. Refusals are not reports.
-	if n := countEvents(t, reg, "hook-nginx"); n != 8 {
-		t.Errorf("%v events from nginx's answers, want 8", n)
+	// Events from the hook's report: alice's two successes, the three
+	// guesses for bob, for carol and from 127.0.0.7. Refusals are not
+	// reports.
+	if n := countEvents(t, reg, "hook-nginx"); n != 11 {
+		t.Errorf("%v events from nginx's answers, want 11", n)
 	}
-	if n := hookRequests(t, reg, "nginx", "deny"); n != 3 {
-		t.Errorf("nginx denials counted %v, want 3", n)
+	if n := hookRequests(t, reg, "nginx", "deny"); n != 4 {
+		t.Errorf("nginx denials counted %v, want 4", n)
 	}
 	if n := hookRequests(t, reg, "nginx", "allow"); n != 2 {
 		t.Errorf("nginx logins let through counted %v, want 2", n)
