@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -57,7 +58,7 @@ func (s *Server) nginx(w http.ResponseWriter, r *http.Request) outcome {
 		return outError
 	}
 	addr = addr.Unmap()
-	user := r.Header.Get("Auth-User")
+	user := nginxUnescape(r.Header.Get("Auth-User"))
 	method := strings.ToLower(r.Header.Get("Auth-Method"))
 	if method == "none" { // unauthenticated SMTP: Auth-User is empty anyway
 		user = ""
@@ -94,6 +95,22 @@ func (s *Server) nginx(w http.ResponseWriter, r *http.Request) outcome {
 		return outUpstream
 	}
 	return outAllow
+}
+
+// nginxUnescape undoes nginx's escaping of Auth-User (ngx_escape_uri's
+// mail_auth set: a space is sent as %20, a % as %25, control characters as
+// %XX), so that a login is checked and counted as the client typed it, as
+// nginx's own log, the backends' logs and the other protocols name it.
+// Something nginx would not send is kept as it came.
+func nginxUnescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	u, err := url.PathUnescape(s)
+	if err != nil {
+		return s
+	}
+	return u
 }
 
 // nginxUpstream passes the request to the upstream and its answer back.

@@ -192,3 +192,34 @@ func TestNginxMalformed(t *testing.T) {
 		t.Errorf("after all that: %d %v", code, got)
 	}
 }
+
+// TestNginxLoginUnescaped: nginx sends Auth-User escaped (a space as %20,
+// a % as %25: seen from nginx 1.22 in TestNginxMailProxy). The hook checks
+// and counts the login the client typed, and passes the header upstream
+// as nginx sent it.
+func TestNginxLoginUnescaped(t *testing.T) {
+	up := newAuthUpstream(t)
+	h := newTestHook(t, func(c *Config) { c.Nginx.Upstream = up.URL })
+	h.lock(t, "carol smith@example.test")
+	for _, tc := range []struct{ sent, status string }{
+		{"Carol%20Smith@example.test", "login temporarily locked after too many failed logins, try again later"},
+		{"dave%25x@example.test", "Invalid login or password"},
+		{"%zz@example.test", "Invalid login or password"}, // not nginx's: kept as it came
+	} {
+		if _, got := h.nginxAsk(t, map[string]string{"Client-IP": "192.0.2.5", "Auth-User": tc.sent, "Auth-Pass": "x"}); got.Get("Auth-Status") != tc.status {
+			t.Errorf("Auth-User %s: Auth-Status %q, want %q", tc.sent, got.Get("Auth-Status"), tc.status)
+		}
+	}
+	var logins []string
+	for _, e := range h.pipe.Events() {
+		if e.Format == "hook-nginx" {
+			logins = append(logins, e.Login)
+		}
+	}
+	if got, want := strings.Join(logins, " | "), "dave%x@example.test | %zz@example.test"; got != want {
+		t.Errorf("logins counted: %s, want %s", got, want)
+	}
+	if calls := up.calls(); len(calls) != 2 || calls[0].Get("Auth-User") != "dave%25x@example.test" {
+		t.Errorf("the upstream did not get Auth-User as nginx sent it: %v", calls)
+	}
+}
