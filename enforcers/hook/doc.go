@@ -2,7 +2,8 @@
 // login from this address, go on?", answered from the rules engine in well
 // under a millisecond, over mailban's own line protocol and over the
 // protocols mail software already speaks: Postfix policy delegation,
-// Dovecot's auth policy and nginx's mail auth_http. It also feeds the
+// Dovecot's auth policy, nginx's mail auth_http and the milter protocol
+// (Postfix, Sendmail, Stalwart). It also feeds the
 // failures and successes those servers report back into the pipeline, and
 // streams ban and lock changes to servers that keep their own list.
 //
@@ -15,6 +16,6 @@
 // listener. A malformed request gets a protocol-level error or a closed
 // connection, never a panic and never an effect on another client. Where the
 // mail server can be told to carry on without mailban (Postfix's
-// default_action, Dovecot's default of allowing when the policy server
+// default_action and milter_default_action, Dovecot's default of allowing when the policy server
 // fails), the documented configuration does so.
 package hook

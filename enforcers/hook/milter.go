@@ -22,8 +22,10 @@ import (
 //
 // At CONNECT a banned or blocked client address is answered
 // "421 4.7.0 <reason>": a temporary failure, so that a real server banned
-// by mistake retries later; Postfix sends it instead of the greeting and
-// hangs up. At MAIL FROM, after SMTP AUTH, the login in the {auth_authen}
+// by mistake retries later. Postfix then sends a 421 instead of the
+// greeting and hangs up; the text it sends at CONNECT is its own ("421
+// <myhostname> Service unavailable - try again later"), and mailban's is
+// in its log (milter-reject: CONNECT ...). At MAIL FROM, after SMTP AUTH, the login in the {auth_authen}
 // macro is checked: a locked login (from an address that is not exempt)
 // gets "450 4.7.1 <reason>" for that message. Everything else goes on.
 // The milter asks the MTA for nothing but CONNECT and MAIL (and, at MAIL,
