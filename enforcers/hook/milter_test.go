@@ -2,10 +2,12 @@ package hook
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,5 +268,52 @@ func FuzzMilterStream(f *testing.F) {
 		h.serveMilter(server)
 		server.Close()
 		<-done
+	})
+}
+
+// TestMilterLimits: a listener holds limits.max-connections and closes the
+// next at once (counted), and a connection older than
+// limits.max-connection-age is ended at its next packet.
+func TestMilterLimits(t *testing.T) {
+	t.Run("max-connections", func(t *testing.T) {
+		h := newMilterHook(t, func(c *Config) { c.Limits.MaxConnections = 1 })
+		a := h.addr(t, protoMilter, "unix")
+		s := milterClient(t, a, "")
+		if act, err := s.Conn("c", milter.FamilyInet, 25, "192.0.2.50"); err != nil || act.Type != milter.ActionContinue {
+			t.Fatalf("the first connection: %+v, %v", act, err)
+		}
+		c, err := net.Dial("unix", a.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(milterNegotiation())
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := io.Copy(io.Discard, c); n != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the second connection: %d bytes, %v; want it closed unanswered", n, err)
+		}
+		if got := testutil.ToFloat64(h.m.proto[protoMilter].refused); got != 1 {
+			t.Errorf("refused connections counted %v, want 1", got)
+		}
+		// The first one is still served.
+		if err := s.Reset(nil); err != nil {
+			t.Fatal(err)
+		}
+		if act, err := s.Conn("c", milter.FamilyInet, 25, "192.0.2.51"); err != nil || act.Type != milter.ActionContinue {
+			t.Errorf("the first connection afterwards: %+v, %v", act, err)
+		}
+	})
+	t.Run("max-connection-age", func(t *testing.T) {
+		h := newMilterHook(t, func(c *Config) { c.Limits.MaxConnectionAge = time.Nanosecond })
+		c, err := net.Dial("unix", h.addr(t, protoMilter, "unix").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(milterNegotiation())
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := io.Copy(io.Discard, c); n != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("an old connection: %d bytes, %v; want it closed unanswered", n, err)
+		}
 	})
 }
