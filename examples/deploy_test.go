@@ -131,6 +131,9 @@ func checkFitsTheUnit(t *testing.T, dir string, cfg *config.Config) {
 		if h.Nginx != nil {
 			listen["nginx"] = h.Nginx.Listen
 		}
+		if h.Milter != nil {
+			listen["milter"] = h.Milter.Listen
+		}
 		for proto, addrs := range listen {
 			for _, a := range addrs {
 				if strings.HasPrefix(a, "/") && filepath.Dir(a) != runDir {

@@ -225,6 +225,7 @@ type HookConfig struct {
 	Postfix *HookPostfixConfig `yaml:"postfix"`
 	Dovecot *HookDovecotConfig `yaml:"dovecot"`
 	Nginx   *HookNginxConfig   `yaml:"nginx"`
+	Milter  *HookMilterConfig  `yaml:"milter"`
 	Limits  HookLimitsConfig   `yaml:"limits"`
 }
 
@@ -262,6 +263,13 @@ type HookNginxConfig struct {
 	UpstreamTimeout Duration `yaml:"upstream-timeout"`
 	Report          bool     `yaml:"report"`
 	AuthWait        Duration `yaml:"auth-wait"`
+}
+
+// HookMilterConfig is the milter protocol (Postfix smtpd_milters, Sendmail,
+// Stalwart).
+type HookMilterConfig struct {
+	Listen []string `yaml:"listen"`
+	Group  string   `yaml:"group"`
 }
 
 // HookLimitsConfig bounds what one client of the hook can cost.
@@ -318,6 +326,14 @@ func (c *HookNginxConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		UpstreamTimeout: Duration(d.UpstreamTimeout), AuthWait: Duration(d.AuthWait)}
 	type plain HookNginxConfig
 	return unmarshal((*plain)(c))
+}
+
+// UnmarshalYAML fills the defaults, then what the file says.
+func (m *HookMilterConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	d := hook.DefaultConfig().Milter
+	*m = HookMilterConfig{Listen: []string{hook.DefaultMilterSocket}, Group: d.Group}
+	type plain HookMilterConfig
+	return unmarshal((*plain)(m))
 }
 
 // MetricsConfig is about the Prometheus endpoint.
@@ -841,6 +857,9 @@ func (c *Config) HookConfig() hook.Config {
 	if n := h.Nginx; n != nil {
 		out.Nginx = hook.NginxConfig{Listen: slices.Clone(n.Listen), Group: n.Group, APIKey: n.APIKey, APIHeader: n.APIHeader,
 			Upstream: n.Upstream, UpstreamTimeout: time.Duration(n.UpstreamTimeout), Report: n.Report, AuthWait: time.Duration(n.AuthWait)}
+	}
+	if m := h.Milter; m != nil {
+		out.Milter = hook.MilterConfig{Listen: slices.Clone(m.Listen), Group: m.Group}
 	}
 	return out
 }

@@ -20,13 +20,14 @@ func TestHookBlocks(t *testing.T) {
 	}{
 		{name: "no hook block", yaml: "", want: func(c *hook.Config) { *c = hook.Config{} }},
 		{name: "an empty hook block: the native socket", yaml: "enforcers:\n  hook: {}\n", want: func(c *hook.Config) {
-			c.Postfix, c.Dovecot, c.Nginx = hook.PostfixConfig{}, hook.DovecotConfig{}, hook.NginxConfig{}
+			c.Postfix, c.Dovecot, c.Nginx, c.Milter = hook.PostfixConfig{}, hook.DovecotConfig{}, hook.NginxConfig{}, hook.MilterConfig{}
 		}},
 		{
 			name: "every protocol with its defaults",
-			yaml: "fail2ban: 5/2h\nenforcers:\n  hook:\n    postfix: {}\n    dovecot: {api-key: k}\n    nginx: {api-key: n, upstream: 'http://127.0.0.1:9000/auth'}\n",
+			yaml: "fail2ban: 5/2h\nenforcers:\n  hook:\n    postfix: {}\n    dovecot: {api-key: k}\n    nginx: {api-key: n, upstream: 'http://127.0.0.1:9000/auth'}\n    milter: {}\n",
 			want: func(c *hook.Config) {
 				c.Postfix.Listen = []string{hook.DefaultPostfixSocket}
+				c.Milter.Listen = []string{hook.DefaultMilterSocket}
 				c.Dovecot.Listen = []string{hook.DefaultDovecotListen}
 				c.Dovecot.APIKey = "k"
 				c.Dovecot.RepeatWindow = 2 * time.Hour // the rules' longest period
@@ -38,10 +39,12 @@ func TestHookBlocks(t *testing.T) {
 		{
 			name: "settings",
 			yaml: "enforcers:\n  hook:\n    native: {listen: ['127.0.0.1:9848'], report-over-tcp: true}\n" +
-				"    dovecot: {api-key: k, report: false, tarpit: 3s, repeat-window: 1d}\n    limits: {max-line: 512, idle-timeout: 1m}\n",
+				"    dovecot: {api-key: k, report: false, tarpit: 3s, repeat-window: 1d}\n    limits: {max-line: 512, idle-timeout: 1m}\n" +
+				"    milter: {listen: ['127.0.0.1:9851'], group: mail}\n",
 			want: func(c *hook.Config) {
 				c.Native = hook.NativeConfig{Listen: []string{"127.0.0.1:9848"}, ReportOverTCP: true}
 				c.Postfix, c.Nginx = hook.PostfixConfig{}, hook.NginxConfig{}
+				c.Milter = hook.MilterConfig{Listen: []string{"127.0.0.1:9851"}, Group: "mail"}
 				c.Dovecot.Listen = []string{hook.DefaultDovecotListen}
 				c.Dovecot.APIKey = "k"
 				c.Dovecot.Report = false
@@ -89,6 +92,21 @@ func TestBadHookBlocks(t *testing.T) {
 			name: "bad duration in limits",
 			yaml: "enforcers:\n  hook:\n    limits:\n      idle-timeout: soon\n",
 			want: `t.yaml:4: enforcers.hook.limits.idle-timeout: "soon" is not a duration (use a number and a unit: s, m, h, d, w; e.g. 90s, 10m, 1d)`,
+		},
+		{
+			name: "bad milter listen address",
+			yaml: "enforcers:\n  hook:\n    milter:\n      listen: [example.test:9851]\n",
+			want: `t.yaml:4: enforcers.hook.milter.listen[0]: "example.test:9851": the host must be an IP address or localhost`,
+		},
+		{
+			name: "milter and postfix on one socket",
+			yaml: "enforcers:\n  hook:\n    postfix: {listen: [/run/mailban/p.sock]}\n    milter:\n      listen: [/run/mailban/p.sock]\n",
+			want: `t.yaml:5: enforcers.hook.milter.listen[0]: /run/mailban/p.sock is already used by postfix.listen[0]`,
+		},
+		{
+			name: "unknown milter key",
+			yaml: "enforcers:\n  hook:\n    milter:\n      listen: []\n      groups: mail\n",
+			want: "t.yaml:5: enforcers.hook.milter.groups: unknown key (did you mean group?)",
 		},
 		{
 			name: "nginx without upstream",

@@ -19,6 +19,7 @@ type Config struct {
 	Postfix PostfixConfig
 	Dovecot DovecotConfig
 	Nginx   NginxConfig
+	Milter  MilterConfig
 	Limits  Limits
 }
 
@@ -84,6 +85,13 @@ type NginxConfig struct {
 	AuthWait time.Duration
 }
 
+// MilterConfig is the milter protocol (Postfix's smtpd_milters, Sendmail,
+// Stalwart): a banned address is refused at CONNECT, a locked login at MAIL.
+type MilterConfig struct {
+	Listen []string
+	Group  string
+}
+
 // Limits bound what one client can cost. They apply to every protocol.
 type Limits struct {
 	// MaxConnections is the most connections one listener holds at once;
@@ -92,7 +100,7 @@ type Limits struct {
 	// MaxLine is the longest line of the line protocols (native, Postfix).
 	MaxLine int
 	// MaxRequest is the largest request: a Postfix attribute block, HTTP
-	// headers, an HTTP body.
+	// headers, an HTTP body, a milter packet.
 	MaxRequest int
 	// IdleTimeout closes a connection that sends no request for this long.
 	IdleTimeout time.Duration
@@ -118,6 +126,7 @@ const (
 	DefaultPostfixSocket = "/var/spool/postfix/private/mailban"
 	DefaultDovecotListen = "127.0.0.1:9849"
 	DefaultNginxListen   = "127.0.0.1:9850"
+	DefaultMilterSocket  = "/var/spool/postfix/private/mailban-milter"
 )
 
 // DefaultConfig has the native socket on and every other protocol off, with
@@ -126,6 +135,7 @@ func DefaultConfig() Config {
 	return Config{
 		Native:  NativeConfig{Listen: []string{DefaultNativeSocket}},
 		Postfix: PostfixConfig{Group: "postfix"},
+		Milter:  MilterConfig{Group: "postfix"},
 		Dovecot: DovecotConfig{APIHeader: "X-API-Key", Report: true},
 		Nginx:   NginxConfig{APIHeader: "X-API-Key", UpstreamTimeout: 10 * time.Second, Report: true},
 		Limits:  DefaultLimits(),
@@ -189,6 +199,7 @@ func (c *Config) Validate() error {
 	listens("postfix", c.Postfix.Listen, c.Postfix.Group)
 	listens("dovecot", c.Dovecot.Listen, c.Dovecot.Group)
 	listens("nginx", c.Nginx.Listen, c.Nginx.Group)
+	listens("milter", c.Milter.Listen, c.Milter.Group)
 
 	apiKey := func(proto, key, header string) {
 		if key == "" {
@@ -311,5 +322,6 @@ func sameListeners(a, b *Config) bool {
 	return slices.Equal(a.Native.Listen, b.Native.Listen) && a.Native.Group == b.Native.Group &&
 		slices.Equal(a.Postfix.Listen, b.Postfix.Listen) && a.Postfix.Group == b.Postfix.Group &&
 		slices.Equal(a.Dovecot.Listen, b.Dovecot.Listen) && a.Dovecot.Group == b.Dovecot.Group &&
-		slices.Equal(a.Nginx.Listen, b.Nginx.Listen) && a.Nginx.Group == b.Nginx.Group
+		slices.Equal(a.Nginx.Listen, b.Nginx.Listen) && a.Nginx.Group == b.Nginx.Group &&
+		slices.Equal(a.Milter.Listen, b.Milter.Listen) && a.Milter.Group == b.Milter.Group
 }

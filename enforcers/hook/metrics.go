@@ -10,9 +10,10 @@ const (
 	protoPostfix = "postfix"
 	protoDovecot = "dovecot"
 	protoNginx   = "nginx"
+	protoMilter  = "milter"
 )
 
-var protocols = []string{protoNative, protoPostfix, protoDovecot, protoNginx}
+var protocols = []string{protoNative, protoPostfix, protoDovecot, protoNginx, protoMilter}
 
 // outcome is what became of a request: the outcome label.
 type outcome int

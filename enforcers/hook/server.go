@@ -150,6 +150,7 @@ func (s *Server) open(cfg *Config) error {
 		{protoPostfix, cfg.Postfix.Listen, cfg.Postfix.Group},
 		{protoDovecot, cfg.Dovecot.Listen, cfg.Dovecot.Group},
 		{protoNginx, cfg.Nginx.Listen, cfg.Nginx.Group},
+		{protoMilter, cfg.Milter.Listen, cfg.Milter.Group},
 	} {
 		for _, a := range p.listen {
 			addr, err := parseListen(a)
@@ -184,6 +185,8 @@ func (s *Server) serve() {
 			s.wg.Go(func() { s.acceptLoop(l, func(c net.Conn) { s.serveNative(c, tcp) }) })
 		case protoPostfix:
 			s.wg.Go(func() { s.acceptLoop(l, s.servePostfix) })
+		case protoMilter:
+			s.wg.Go(func() { s.acceptLoop(l, s.serveMilter) })
 		case protoDovecot, protoNginx:
 			srv := servers[l.proto]
 			if srv == nil {
@@ -307,7 +310,7 @@ func (s *Server) Update(cfg Config) error {
 }
 
 // Addrs lists the addresses a protocol listens on ("native", "postfix",
-// "dovecot", "nginx"), with the ports the system chose for port 0.
+// "dovecot", "nginx", "milter"), with the ports the system chose for port 0.
 func (s *Server) Addrs(protocol string) []net.Addr {
 	var out []net.Addr
 	for _, l := range s.listeners {

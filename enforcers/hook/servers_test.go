@@ -335,14 +335,27 @@ type postfix struct {
 	smtp   string
 	log    string
 	policy string // where Postfix looks for the hook's socket
+	milter string // where unix:private/mailban-milter is
 }
 
+// startPostfix starts a Postfix asking the hook's policy service at
+// CONNECT, MAIL and RCPT.
 func startPostfix(t *testing.T, saslPath string) *postfix {
+	t.Helper()
+	return startPostfixWith(t, saslPath, "")
+}
+
+// startPostfixWith starts a Postfix with SASL through Dovecot at saslPath,
+// asking the hook's policy service, or, when milters is not empty, the
+// milters it names (smtpd_milters) with the README's settings and no
+// policy service.
+func startPostfixWith(t *testing.T, saslPath, milters string) *postfix {
 	t.Helper()
 	dir := serverDir(t)
 	p := &postfix{dir: dir, smtp: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(dir, "maillog")}
 	etc, queue, data := filepath.Join(dir, "etc"), filepath.Join(dir, "queue"), filepath.Join(dir, "data")
 	p.policy = filepath.Join(queue, "private", "mailban")
+	p.milter = filepath.Join(queue, "private", "mailban-milter")
 	for _, d := range []string{etc, queue, data} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -370,12 +383,22 @@ smtp_dns_support_level = disabled
 smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = %[5]s
-smtpd_delay_reject = no
+`, queue, data, p.log, dir, saslPath)
+	if milters == "" {
+		mainCf += `smtpd_delay_reject = no
 mailban_policy = check_policy_service { unix:private/mailban, timeout=2s, default_action=DUNNO }
 smtpd_client_restrictions = $mailban_policy
 smtpd_sender_restrictions = $mailban_policy
 smtpd_relay_restrictions = $mailban_policy, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
-`, queue, data, p.log, dir, saslPath)
+`
+	} else {
+		mainCf += `smtpd_milters = ` + milters + `
+milter_default_action = accept
+milter_protocol = 6
+milter_mail_macros = i {auth_type} {auth_authen} {auth_ssf} {auth_author} {mail_addr} {mail_host} {mail_mailer}
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+`
+	}
 	_, port, _ := net.SplitHostPort(p.smtp)
 	masterCf := "127.0.0.1:" + port + ` inet n - n - - smtpd
 cleanup   unix  n       -       n       -       0       cleanup
