@@ -3,7 +3,6 @@ package hook_test
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,21 +40,7 @@ enforcers:
     milter: {listen: ["%s"], group: postfix}
 `, listen))
 
-			// Failures reported over the native socket: 127.0.0.5 is
-			// banned, bob locked (from addresses other than his own).
-			native := dialNative(t, filepath.Join(dir, "hook.sock"))
-			for _, req := range []string{
-				"REPORT fail ip=127.0.0.5 attempts=3 service=smtp",
-				"REPORT fail ip=192.0.2.1 login=bob@example.test",
-				"REPORT fail ip=192.0.2.2 login=bob@example.test",
-				"REPORT fail ip=192.0.2.3 login=bob@example.test",
-			} {
-				if got := native.ask(req); got != "OK" {
-					t.Fatalf("%s: %s", req, got)
-				}
-			}
-			waitRefused(t, a, "127.0.0.5", "", true)
-			waitRefused(t, a, "", "bob@example.test", true)
+			banAndLockOverNative(t, a, dir)
 
 			// At CONNECT Postfix answers a milter's 421 with its own text
 			// ("421 <myhostname> Service unavailable - try again later",

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -155,21 +154,7 @@ enforcers:
     postfix: {listen: [%s], group: postfix}
 `, p.policy))
 
-	// Failures reported over the native socket: 127.0.0.5 is banned, bob
-	// locked (from addresses other than the one he will send from).
-	native := dialNative(t, filepath.Join(dir, "hook.sock"))
-	for _, req := range []string{
-		"REPORT fail ip=127.0.0.5 attempts=3 service=smtp",
-		"REPORT fail ip=192.0.2.1 login=bob@example.test",
-		"REPORT fail ip=192.0.2.2 login=bob@example.test",
-		"REPORT fail ip=192.0.2.3 login=bob@example.test",
-	} {
-		if got := native.ask(req); got != "OK" {
-			t.Fatalf("%s: %s", req, got)
-		}
-	}
-	waitRefused(t, a, "127.0.0.5", "", true)
-	waitRefused(t, a, "", "bob@example.test", true)
+	banAndLockOverNative(t, a, dir)
 
 	s, greeting := dialSMTP(t, "127.0.0.5", p.smtp)
 	if !strings.HasPrefix(greeting, "421 4.7.0 ") || !strings.Contains(greeting, "too many failed logins from your address") {

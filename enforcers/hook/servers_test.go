@@ -555,3 +555,23 @@ func waitRefused(t *testing.T, a *agent.Agent, addr, login string, want bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// banAndLockOverNative reports failures over the native socket in dir
+// that ban 127.0.0.5 and lock bob@example.test (from addresses other than
+// the one he will send from), and waits until both are refused.
+func banAndLockOverNative(t *testing.T, a *agent.Agent, dir string) {
+	t.Helper()
+	native := dialNative(t, filepath.Join(dir, "hook.sock"))
+	for _, req := range []string{
+		"REPORT fail ip=127.0.0.5 attempts=3 service=smtp",
+		"REPORT fail ip=192.0.2.1 login=bob@example.test",
+		"REPORT fail ip=192.0.2.2 login=bob@example.test",
+		"REPORT fail ip=192.0.2.3 login=bob@example.test",
+	} {
+		if got := native.ask(req); got != "OK" {
+			t.Fatalf("%s: %s", req, got)
+		}
+	}
+	waitRefused(t, a, "127.0.0.5", "", true)
+	waitRefused(t, a, "", "bob@example.test", true)
+}
