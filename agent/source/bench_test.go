@@ -62,17 +62,7 @@ func BenchmarkFileRun(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				ctx, cancel := context.WithCancel(context.Background())
-				out := make(chan Line, 1024)
-				done := make(chan error, 1)
-				go func() { done <- f.Run(ctx, out) }()
-				for range benchLines {
-					<-out
-				}
-				cancel()
-				if err := <-done; err != nil {
-					b.Fatal(err)
-				}
+				drain(b, f, benchLines)
 			}
 			b.ReportMetric(float64(benchLines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 		})
@@ -103,4 +93,23 @@ func BenchmarkLineReader(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(benchLines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// drain runs src until it has sent n lines, then stops it and waits for
+// it to return.
+func drain(b *testing.B, src interface {
+	Run(context.Context, chan<- Line) error
+}, n int) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Line, 1024)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, out) }()
+	for range n {
+		<-out
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
 }

@@ -31,17 +31,7 @@ func BenchmarkCommandRun(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		out := make(chan Line, 1024)
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, out) }()
-		for range benchLines {
-			<-out
-		}
-		cancel()
-		if err := <-done; err != nil {
-			b.Fatal(err)
-		}
+		drain(b, c, benchLines)
 	}
 	b.ReportMetric(float64(benchLines)*float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 }
@@ -158,17 +148,7 @@ func BenchmarkJournalRun(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		out := make(chan Line, 1024)
-		done := make(chan error, 1)
-		go func() { done <- j.Run(ctx, out) }()
-		for range n {
-			<-out
-		}
-		cancel()
-		if err := <-done; err != nil {
-			b.Fatal(err)
-		}
+		drain(b, j, n)
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
 }
