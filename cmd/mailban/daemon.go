@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/d--j/go-milter"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailban/mailban/agent"
@@ -40,6 +41,14 @@ func runDaemon(ctx context.Context, args []string, stdin io.Reader, stderr io.Wr
 		// stderr by default). The fleet store reports what matters itself;
 		// the client's own lines go to mailban's log, at debug level.
 		redis.SetLogger(redisLog{logger})
+	}
+	if h := cfg.Enforcers.Hook; h != nil && h.Milter != nil {
+		// go-milter's warnings (a mail server's odd negotiation) go to the
+		// standard library's logger unless this process-wide hook says
+		// otherwise: into mailban's log, so that JSON logs stay JSON.
+		milter.LogWarning = func(format string, v ...any) {
+			logger.Warn("milter library: " + fmt.Sprintf(format, v...))
+		}
 	}
 	sd, err := sdnotify.FromEnv(os.Getenv)
 	if err != nil {
