@@ -91,12 +91,12 @@ func (e *Engine) ObserveBatch(evs []*parsers.Event, dst []Decision) ([]Decision,
 		}
 		return dst, err
 	}
-	defer e.mu.Unlock()
 	for i, ev := range evs {
 		if j := opOf[i]; j >= 0 && ops[j].Kind == OpFailure {
 			dst = e.settle(ev, &ops[j], &outs[j], now, dst)
 		}
 	}
+	e.mu.Unlock()
 	return dst, nil
 }
 
@@ -260,6 +260,10 @@ func (e *Engine) ApplyShared(d Decision) bool {
 				return false
 			}
 			if h, ok := e.bans.get(p); ok && h.until == until && h.at == at {
+				if newEvidence(h, d.Evidence) {
+					e.bans.set(p, withEvidence(h, d.Evidence))
+					e.touchBan(p)
+				}
 				return false
 			}
 			e.bans.set(p, &hold{at: at, until: until, reason: d.Reason, evidence: d.Evidence, manual: isManual(d.Reason)})
@@ -311,6 +315,10 @@ func (e *Engine) ApplyShared(d Decision) bool {
 			return false
 		}
 		if h := e.locks[login]; h != nil && h.until == until && h.at == at {
+			if newEvidence(h, d.Evidence) {
+				e.locks[login] = withEvidence(h, d.Evidence)
+				e.touchLogin(login, dirtyLock)
+			}
 			return false
 		}
 		e.setLock(login, &hold{at: at, until: until, reason: d.Reason, evidence: d.Evidence})
@@ -320,6 +328,21 @@ func (e *Engine) ApplyShared(d Decision) bool {
 		return ok
 	}
 	return false
+}
+
+// newEvidence reports whether ev is evidence that h, a decision held
+// already, lacks: a store announces the lines of a decision it made after
+// the decision itself. Taking them in is no change for enforcers.
+func newEvidence(h *hold, ev []string) bool {
+	return len(ev) > 0 && !slices.Equal(h.evidence, ev)
+}
+
+// withEvidence is h with the evidence ev; h itself stays as it is, for
+// the Decisions that share its slices.
+func withEvidence(h *hold, ev []string) *hold {
+	c := *h
+	c.evidence = ev
+	return &c
 }
 
 func isManual(reason string) bool {
@@ -463,9 +486,9 @@ func (e *Engine) HandBack() ([]Decision, error) {
 		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err != nil {
 		e.putBack(counts)
+		e.mu.Unlock()
 		return nil, err
 	}
 	var out []Decision
@@ -475,6 +498,7 @@ func (e *Engine) HandBack() ([]Decision, error) {
 			out = e.settle(&none, &ops[i], &outs[i], now, out)
 		}
 	}
+	e.mu.Unlock()
 	return out, nil
 }
 
