@@ -91,13 +91,31 @@ func (e *Engine) ObserveBatch(evs []*parsers.Event, dst []Decision) ([]Decision,
 		}
 		return dst, err
 	}
+	start := len(dst)
 	for i, ev := range evs {
 		if j := opOf[i]; j >= 0 && ops[j].Kind == OpFailure {
 			dst = e.settle(ev, &ops[j], &outs[j], now, dst)
 		}
 	}
 	e.mu.Unlock()
+	e.publishEvidence(dst[start:])
 	return dst, nil
+}
+
+// publishEvidence hands the store the evidence of the bans and locks its
+// Tally made: the store's outcomes carry none, so without it the other
+// engines would see the reason without the lines. Call it without e.mu:
+// the store takes its own lock.
+func (e *Engine) publishEvidence(ds []Decision) {
+	var as []Announcement
+	for _, d := range ds {
+		if (d.Action == Ban || d.Action == Lock) && len(d.Evidence) > 0 {
+			as = append(as, Announcement{Decision: d, EvidenceOnly: true})
+		}
+	}
+	if len(as) > 0 {
+		e.store.Publish(as)
+	}
 }
 
 // observeLocked is Observe's body, for a caller holding e.mu.
@@ -499,6 +517,7 @@ func (e *Engine) HandBack() ([]Decision, error) {
 		}
 	}
 	e.mu.Unlock()
+	e.publishEvidence(out)
 	return out, nil
 }
 
