@@ -187,6 +187,19 @@ func TestFleetCountsAcrossHosts(t *testing.T) {
 		t.Errorf("mx1 got %s until %v: %q", d.Action, d.Until.Sub(d.At), d.Reason)
 	}
 
+	// Its evidence, the lines smtp1 saw, follows the decision: every host
+	// explains the ban with them, and taking them in tells no enforcer
+	// anything more.
+	banLines := whyEvidence(t, hosts[2], "203.0.113.7")
+	if want := `smtp1: 203.0.113.7 failed as ""`; len(banLines) != 2 || banLines[0] != want || banLines[1] != want {
+		t.Fatalf("smtp1 explains its ban with %q", banLines)
+	}
+	for _, h := range hosts[:2] {
+		waitUntil(t, h.name+" explains the ban with smtp1's lines", func() bool {
+			return slices.Equal(whyEvidence(t, h, "203.0.113.7"), banLines)
+		})
+	}
+
 	// A login guessed from eight addresses spread over the hosts is not
 	// locked; the ninth failure locks it everywhere.
 	for i := range 8 {
@@ -199,6 +212,15 @@ func TestFleetCountsAcrossHosts(t *testing.T) {
 	}
 	hosts[0].fail(t, "198.51.100.9", "alice@example.test")
 	waitHeld(t, hosts, rules.Lock, "alice@example.test")
+	lockLines := heldEvidence(hosts[0], rules.Lock, "alice@example.test")
+	if len(lockLines) != 4 {
+		t.Fatalf("mx1 holds its lock with evidence %q, want its 4 lines", lockLines)
+	}
+	for _, h := range hosts[1:] {
+		waitUntil(t, h.name+" holds the lock with mx1's lines", func() bool {
+			return slices.Equal(heldEvidence(h, rules.Lock, "alice@example.test"), lockLines)
+		})
+	}
 	// Another address failing on a locked login is banned on the spot,
 	// on any host.
 	hosts[1].fail(t, "198.51.100.10", "alice@example.test")
@@ -206,6 +228,9 @@ func TestFleetCountsAcrossHosts(t *testing.T) {
 	for _, h := range hosts {
 		if n := h.rec.count(rules.Ban); n != 2 {
 			t.Errorf("%s holds %d bans, want 2: %v", h.name, n, h.rec.snapshot())
+		}
+		if n := h.rec.count(rules.Lock); n != 1 {
+			t.Errorf("%s was told of the lock %d times, want once", h.name, n)
 		}
 	}
 
@@ -223,6 +248,37 @@ func TestFleetCountsAcrossHosts(t *testing.T) {
 	if !slices.Equal(active, want) {
 		t.Errorf("the late host's enforcer started with %q, want %q", active, want)
 	}
+	// It explains them with the deciding hosts' lines, from the holds.
+	if got := whyEvidence(t, late, "203.0.113.7"); !slices.Equal(got, banLines) {
+		t.Errorf("the late host explains 203.0.113.7 with %q, want %q", got, banLines)
+	}
+	if got := heldEvidence(late, rules.Lock, "alice@example.test"); !slices.Equal(got, lockLines) {
+		t.Errorf("the late host holds alice's lock with evidence %q, want %q", got, lockLines)
+	}
+}
+
+// whyEvidence is the evidence mailban why shows on h for what refuses
+// addr (a single ban is expected).
+func whyEvidence(t *testing.T, h *fleetHost, addr string) []string {
+	t.Helper()
+	w, err := controlBackend{h.a}.Why(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Entries) != 1 {
+		t.Fatalf("%s: why %s gives %d entries", h.name, addr, len(w.Entries))
+	}
+	return w.Entries[0].Evidence
+}
+
+// heldEvidence is the evidence of what h's engine holds for key.
+func heldEvidence(h *fleetHost, action rules.Action, key string) []string {
+	for _, d := range h.a.Engine().Active() {
+		if d.Action == action && (d.Login == key || d.Prefix.IsValid() && d.Prefix.String() == key) {
+			return d.Evidence
+		}
+	}
+	return nil
 }
 
 // Redis killed in the middle of an attack and started again (with its

@@ -302,16 +302,38 @@ for i in pairs(dirtyL) do saveL(KEYS[i], L[i], now) end
 return table.concat(out)
 `
 
-// luaPublish records decisions made outside a tally. KEYS: holds, expiry
-// index, stream, then the state key of each announcement (or the holds key
-// when it has none). ARGV[1]: now; then per announcement four values: the
-// holds field, the hold value, flags (1: an offence), the index of its
+// luaPublish records decisions made outside a tally, and the evidence of
+// those a tally made. KEYS: holds, expiry index, stream, then the state key
+// of each announcement (or the holds key when it has none). ARGV[1]: now;
+// then per announcement four values: the holds field, the hold value,
+// flags (1: an offence; 2: only the value's evidence, for the hold this
+// host's tally made with the same action, start and end), the index of its
 // state key in KEYS.
 const luaPublish = `
+-- where a hold value's evidence starts: after the host and the text
+local function evidenceAt(v)
+  local n, pos = struct.unpack('>I2', v, 26)
+  n, pos = struct.unpack('>I2', v, pos + n)
+  return pos + n
+end
 local now = T(ARGV[1], 1)
 for j = 2, #ARGV, 4 do
   local field, value, flags, ki = ARGV[j], ARGV[j + 1], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
   local action = struct.unpack('>B', value, 2)
+  if flags >= 2 then
+    -- Evidence only: the hold keeps its kind, counts and text; nothing is
+    -- counted, and a hold lifted or replaced meanwhile is left alone.
+    local held = redis.call('HGET', K_HOLDS, field)
+    if held and string.sub(held, 1, 18) == string.sub(value, 1, 18) and
+        string.sub(held, 26, 27 + #HOST) == struct.pack('>I2', #HOST) .. HOST then
+      local v = string.sub(held, 1, evidenceAt(held) - 1) .. string.sub(value, evidenceAt(value))
+      if v ~= held then
+        redis.call('HSET', K_HOLDS, field, v)
+        redis.call('XADD', K_STREAM, 'MAXLEN', '~', STREAMLEN, '*', 'f', field, 'v', v)
+      end
+    end
+    action = 0
+  end
   local at = T(value, 3)
   local untilt = T(value, 11)
   local permanent = iszero(untilt)

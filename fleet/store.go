@@ -131,6 +131,7 @@ type outItem struct {
 	field    string
 	value    []byte
 	offence  bool
+	evidence bool   // only the evidence of a hold a tally made (rules.Announcement.EvidenceOnly)
 	stateKey string // "" when the decision has no state key
 }
 
@@ -488,6 +489,11 @@ func (s *Store) Publish(as []rules.Announcement) {
 			continue
 		}
 		if i, ok := s.outIndex[it.field]; ok {
+			// A decision queued since the tally that made this one's
+			// hold is newer: the evidence is of the hold it replaces.
+			if it.evidence && !s.outbox[i].evidence {
+				continue
+			}
 			s.outbox[i] = it
 			continue
 		}
@@ -503,7 +509,10 @@ func (s *Store) Publish(as []rules.Announcement) {
 
 func (s *Store) outItem(a rules.Announcement, now int64) (outItem, bool) {
 	d := a.Decision
-	it := outItem{offence: a.Offence && d.Action == rules.Ban}
+	it := outItem{offence: a.Offence && d.Action == rules.Ban && !a.EvidenceOnly, evidence: a.EvidenceOnly}
+	if it.evidence && (d.Action != rules.Ban && d.Action != rules.Lock || len(d.Evidence) == 0) {
+		return it, false
+	}
 	switch d.Action {
 	case rules.Ban, rules.Unban, rules.Block, rules.Unblock:
 		if !d.Prefix.IsValid() {
@@ -531,9 +540,14 @@ func (s *Store) outItem(a rules.Announcement, now int64) (outItem, bool) {
 	return it, true
 }
 
+// outboxBatch bounds the announcements of one publish script: twice a
+// burst's bound (1024 failures, each of which may ban and lock), so that
+// the evidence of a burst's decisions goes out with the next burst whole.
+const outboxBatch = 2048
+
 // queuePublish adds the queued announcements (up to a bound) to pipe.
 func (s *Store) queuePublish(ctx context.Context, pipe redis.Pipeliner, now int64) (*redis.Cmd, int) {
-	n := min(len(s.outbox), 1000)
+	n := min(len(s.outbox), outboxBatch)
 	if n == 0 {
 		return nil, 0
 	}
@@ -541,13 +555,16 @@ func (s *Store) queuePublish(ctx context.Context, pipe redis.Pipeliner, now int6
 	args := []any{timeBytes(now)}
 	for _, it := range s.outbox[:n] {
 		ki := 1 // the holds key: no state
-		if it.stateKey != "" {
+		if it.stateKey != "" && !it.evidence {
 			keys = append(keys, it.stateKey)
 			ki = len(keys)
 		}
 		flags := 0
 		if it.offence {
 			flags = 1
+		}
+		if it.evidence {
+			flags = 2
 		}
 		args = append(args, it.field, it.value, flags, ki)
 	}

@@ -91,13 +91,31 @@ func (e *Engine) ObserveBatch(evs []*parsers.Event, dst []Decision) ([]Decision,
 		}
 		return dst, err
 	}
-	defer e.mu.Unlock()
+	start := len(dst)
 	for i, ev := range evs {
 		if j := opOf[i]; j >= 0 && ops[j].Kind == OpFailure {
 			dst = e.settle(ev, &ops[j], &outs[j], now, dst)
 		}
 	}
+	e.mu.Unlock()
+	e.publishEvidence(dst[start:])
 	return dst, nil
+}
+
+// publishEvidence hands the store the evidence of the bans and locks its
+// Tally made: the store's outcomes carry none, so without it the other
+// engines would see the reason without the lines. Call it without e.mu:
+// the store takes its own lock.
+func (e *Engine) publishEvidence(ds []Decision) {
+	var as []Announcement
+	for _, d := range ds {
+		if (d.Action == Ban || d.Action == Lock) && len(d.Evidence) > 0 {
+			as = append(as, Announcement{Decision: d, EvidenceOnly: true})
+		}
+	}
+	if len(as) > 0 {
+		e.store.Publish(as)
+	}
 }
 
 // observeLocked is Observe's body, for a caller holding e.mu.
@@ -260,6 +278,10 @@ func (e *Engine) ApplyShared(d Decision) bool {
 				return false
 			}
 			if h, ok := e.bans.get(p); ok && h.until == until && h.at == at {
+				if newEvidence(h, d.Evidence) {
+					e.bans.set(p, withEvidence(h, d.Evidence))
+					e.touchBan(p)
+				}
 				return false
 			}
 			e.bans.set(p, &hold{at: at, until: until, reason: d.Reason, evidence: d.Evidence, manual: isManual(d.Reason)})
@@ -311,6 +333,10 @@ func (e *Engine) ApplyShared(d Decision) bool {
 			return false
 		}
 		if h := e.locks[login]; h != nil && h.until == until && h.at == at {
+			if newEvidence(h, d.Evidence) {
+				e.locks[login] = withEvidence(h, d.Evidence)
+				e.touchLogin(login, dirtyLock)
+			}
 			return false
 		}
 		e.setLock(login, &hold{at: at, until: until, reason: d.Reason, evidence: d.Evidence})
@@ -320,6 +346,21 @@ func (e *Engine) ApplyShared(d Decision) bool {
 		return ok
 	}
 	return false
+}
+
+// newEvidence reports whether ev is evidence that h, a decision held
+// already, lacks: a store announces the lines of a decision it made after
+// the decision itself. Taking them in is no change for enforcers.
+func newEvidence(h *hold, ev []string) bool {
+	return len(ev) > 0 && !slices.Equal(h.evidence, ev)
+}
+
+// withEvidence is h with the evidence ev; h itself stays as it is, for
+// the Decisions that share its slices.
+func withEvidence(h *hold, ev []string) *hold {
+	c := *h
+	c.evidence = ev
+	return &c
 }
 
 func isManual(reason string) bool {
@@ -463,9 +504,9 @@ func (e *Engine) HandBack() ([]Decision, error) {
 		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err != nil {
 		e.putBack(counts)
+		e.mu.Unlock()
 		return nil, err
 	}
 	var out []Decision
@@ -475,6 +516,8 @@ func (e *Engine) HandBack() ([]Decision, error) {
 			out = e.settle(&none, &ops[i], &outs[i], now, out)
 		}
 	}
+	e.mu.Unlock()
+	e.publishEvidence(out)
 	return out, nil
 }
 

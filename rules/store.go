@@ -24,7 +24,8 @@ type Store interface {
 	// no op may be taken as applied; the engine then counts them itself.
 	Tally(ops []Op, out []Outcome) ([]Outcome, error)
 	// Publish hands the store decisions it did not make in Tally: an
-	// operator's, and those the engine made while the store was failing.
+	// operator's, and those the engine made while the store was failing;
+	// and the evidence of those it did make (Announcement.EvidenceOnly).
 	// The store records them (a pardon also forgets offences; a lock
 	// applies to the login's state) before the next Tally and announces
 	// them to the other engines. It must not lose them when it fails: it
@@ -84,6 +85,13 @@ type Announcement struct {
 	// Offence marks a Ban the engine made from failures (not an
 	// operator's): it counts as an offence of its address group.
 	Offence bool
+	// EvidenceOnly marks a Ban or Lock that the store itself made in
+	// Tally, handed back for its evidence lines, which only the engine
+	// has. The store attaches them to the hold it keeps, if it still
+	// keeps that very decision (same action, start and end, made by this
+	// engine), and lets the other engines know, without counting an
+	// offence or changing anything else.
+	EvidenceOnly bool
 }
 
 // BanLength is the length of an address group's ban after prev remembered

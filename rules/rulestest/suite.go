@@ -60,6 +60,7 @@ func Run(t *testing.T, f Factory) {
 		{"OldLinesAreOffencesButNotBans", testOldLinesAreOffencesButNotBans},
 		{"Blocks", testBlocks},
 		{"ManualBanAndUnban", testManualBanAndUnban},
+		{"SharedEvidenceArrivesLater", testSharedEvidenceArrivesLater},
 		{"Unlock", testUnlock},
 		{"ReconfigureAllowlistUnbans", testReconfigureAllowlistUnbans},
 		{"ExpireKeepsWhatStillCounts", testExpireKeepsWhatStillCounts},
@@ -827,6 +828,46 @@ func testManualBanAndUnban(t *testing.T, f Factory) {
 	e.Expire()
 	if got := summaries(e.Active()); !slices.Equal(got, []string{"ban 198.51.100.1/32 at 2026-11-25 12:00:00 forever"}) {
 		t.Fatalf("Active() = %v", got)
+	}
+}
+
+// A store announces the evidence of a decision its tally made after the
+// decision itself: taking it in updates what the engine explains, and is
+// no change for enforcers.
+func testSharedEvidenceArrivesLater(t *testing.T, f Factory) {
+	e := f.engine(t, baseConfig(), newFakeClock(t0))
+	ban := rules.Decision{Action: rules.Ban, Prefix: mustPrefix("203.0.113.7/32"), At: t0, Until: t0.Add(time.Hour),
+		Reason: "6 failures in 1h (threshold 6/1h) (decided on mx1)"}
+	lock := rules.Decision{Action: rules.Lock, Login: "carol", At: t0, Until: t0.Add(time.Hour),
+		Reason: "9 failed logins in 1h (threshold 9/1h) (decided on mx1)"}
+	lines := []string{"line 1", "line 2"}
+	for _, d := range []rules.Decision{ban, lock} {
+		if !e.ApplyShared(d) {
+			t.Fatalf("%s: the decision changed nothing", d.Action)
+		}
+		withLines := d
+		withLines.Evidence = lines
+		if e.ApplyShared(withLines) || e.ApplyShared(withLines) {
+			t.Errorf("%s: its evidence counted as a change for enforcers", d.Action)
+		}
+		without := d
+		if e.ApplyShared(without) {
+			t.Errorf("%s: the decision again, without evidence, counted as a change", d.Action)
+		}
+	}
+	for _, d := range e.Active() {
+		if !slices.Equal(d.Evidence, lines) || (d.Reason != ban.Reason && d.Reason != lock.Reason) || !d.Until.Equal(t0.Add(time.Hour)) {
+			t.Errorf("Active: %s with reason %q and evidence %q", summary(d), d.Reason, d.Evidence)
+		}
+	}
+	if n := len(e.Active()); n != 2 {
+		t.Errorf("Active holds %d decisions, want 2", n)
+	}
+	// A different end is a new decision, whatever its evidence.
+	longer := ban
+	longer.Until, longer.Evidence = t0.Add(2*time.Hour), lines
+	if !e.ApplyShared(longer) {
+		t.Error("a ban with a new end changed nothing")
 	}
 }
 
