@@ -99,7 +99,7 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"test", "--timezone", "Mars/Olympus", "../../testdata/replay/attack.log"}, exitUsage, `--timezone "Mars/Olympus": unknown time zone`},
 		{[]string{"check-config", "--config", "/nonexistent.yaml"}, exitFailure, "read config: open /nonexistent.yaml"},
 		{[]string{"check-config", "--config", "../../examples/mailban.yaml", "extra"}, exitUsage, `unexpected argument "extra"`},
-		{[]string{"run", "--config", "/nonexistent.yaml"}, exitFailure, "read config"},
+		{[]string{"run", "--config", "/nonexistent.yaml"}, exitFailure, "no such file or directory (pass --config FILE, or start from examples/mailban.yaml"},
 		{[]string{"check-config", "--config", "../../examples/mailban.yaml"}, exitOK, ""},
 		{[]string{"version"}, exitOK, ""},
 	}
