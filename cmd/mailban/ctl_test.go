@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -123,15 +122,6 @@ func runCases(t *testing.T, bin, socket string, cases []cliCase) {
 	}
 }
 
-func writeCtlConfig(t *testing.T, dir, extra string) string {
-	t.Helper()
-	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(ctlConfig, dir, extra)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestControlCommandsAgainstARunningDaemon(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the daemon")
@@ -144,7 +134,7 @@ func TestControlCommandsAgainstARunningDaemon(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	logPath := filepath.Join(dir, "mail.log")
 	socket := filepath.Join(dir, "ctl.sock")
-	config := writeCtlConfig(t, dir, "")
+	config := writeTemplate(t, dir, ctlConfig, "")
 	appendLines(t, logPath, noise(0))
 	sd := newSystemd(t, dir)
 

@@ -207,9 +207,15 @@ control: {socket: %[1]s/control.sock}
 `
 
 func writeConfig(t *testing.T, dir, extra string) string {
+	return writeTemplate(t, dir, daemonConfig, extra)
+}
+
+// writeTemplate writes template as dir/mailban.yaml, with %[1]s standing
+// for dir and %[2]s for extra, and returns its path.
+func writeTemplate(t *testing.T, dir, template, extra string) string {
 	t.Helper()
 	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(daemonConfig, dir, extra)), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(template, dir, extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

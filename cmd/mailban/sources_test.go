@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -30,15 +29,6 @@ enforcers:
   log: {}
 metrics: {listen: "127.0.0.1:0"}
 `
-
-func writeSourceConfig(t *testing.T, dir, source string) string {
-	t.Helper()
-	path := filepath.Join(dir, "mailban.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(sourceConfig, dir, source)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // metricValue reads one series from a /metrics scrape; 0 when absent.
 func metricValue(scrape, series string) float64 {
@@ -88,7 +78,7 @@ func TestDaemonJournal(t *testing.T) {
 	dir := t.TempDir()
 	tag := fmt.Sprintf("mbt%d%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	postfix, stalwart := "postfix-"+tag+"/smtpd", "stalwart-"+tag
-	config := writeSourceConfig(t, dir, fmt.Sprintf(`  - name: journal
+	config := writeTemplate(t, dir, sourceConfig, fmt.Sprintf(`  - name: journal
     type: journald
     matches: ["SYSLOG_IDENTIFIER=%s", "SYSLOG_IDENTIFIER=%s"]
     formats: [postfix]
@@ -170,7 +160,7 @@ func TestDaemonStdin(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	config := writeSourceConfig(t, dir, "  - type: stdin\n    formats: [postfix]")
+	config := writeTemplate(t, dir, sourceConfig, "  - type: stdin\n    formats: [postfix]")
 	history := []string{failure("203.0.113.7", "alice"), noise(1), failure("203.0.113.7", "alice")}
 
 	r, w, err := os.Pipe()
