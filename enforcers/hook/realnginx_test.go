@@ -275,29 +275,11 @@ mail {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "stderr")
-	stderr, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
 	// -e: the log nginx writes before it reads the configuration, which
-	// would otherwise be the host's /var/log/nginx/error.log.
+	// would otherwise be the host's /var/log/nginx/error.log. With daemon
+	// off the master is our child, and stopping it stops its worker.
 	cmd := exec.Command("nginx", "-p", dir, "-c", confPath, "-e", errorLog)
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		// With daemon off the master is our child; the pid file names it
-		// too, and stopping it stops its worker.
-		stopProcess(t, "nginx master", cmd.Process.Pid, exited)
-		if t.Failed() {
-			t.Log(readLogs(errorLog, n.mailLog, out))
-		}
-	})
+	exited, out := startServer(t, dir, "nginx master", cmd, nil, errorLog, n.mailLog)
 	waitListening(t, n.imap, exited, errorLog, out)
 	return n
 }

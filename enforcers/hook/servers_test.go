@@ -217,25 +217,7 @@ service imap-login {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "stderr")
-	stderr, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
-	cmd := exec.Command("dovecot", "-F", "-c", confPath)
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		stopProcess(t, "dovecot", cmd.Process.Pid, exited)
-		if t.Failed() {
-			t.Log(readLogs(d.log, out))
-		}
-	})
+	exited, out := startServer(t, dir, "dovecot", exec.Command("dovecot", "-F", "-c", confPath), nil, d.log)
 	waitListening(t, d.imap, exited, d.log, out)
 	if d.authPath != "" {
 		waitFile(t, d.authPath)
@@ -423,34 +405,18 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 			t.Fatal(err)
 		}
 	}
-	out := filepath.Join(dir, "stderr")
-	stderr, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stderr.Close()
-	// start-fg keeps master(8) a child of ours (under postfix-script).
-	cmd := exec.Command("postfix", "-c", etc, "start-fg")
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		// master.pid names master(8) itself; stopping it ends its children
-		// and the postfix-script we started.
-		pid := cmd.Process.Pid
+	// start-fg keeps master(8) a child of ours (under postfix-script);
+	// master.pid names master(8) itself, and stopping it ends its children
+	// and the postfix-script we started.
+	masterPid := func(started int) int {
 		if b, err := os.ReadFile(filepath.Join(queue, "pid", "master.pid")); err == nil {
 			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				pid = n
+				return n
 			}
 		}
-		stopProcess(t, "postfix master", pid, exited)
-		if t.Failed() {
-			t.Log(readLogs(p.log, out))
-		}
-	})
+		return started
+	}
+	exited, out := startServer(t, dir, "postfix master", exec.Command("postfix", "-c", etc, "start-fg"), masterPid, p.log)
 	waitListening(t, p.smtp, exited, p.log, out)
 	return p
 }
@@ -574,4 +540,35 @@ func banAndLockOverNative(t *testing.T, a *agent.Agent, dir string) {
 	}
 	waitRefused(t, a, "127.0.0.5", "", true)
 	waitRefused(t, a, "", "bob@example.test", true)
+}
+
+// startServer starts cmd, a mail server in the foreground, with its output
+// in dir/stderr (whose path it returns), and stops it when the test ends:
+// the process pid names (nil: cmd's own), logging logs and that output if
+// the test failed. exited is closed when cmd ends.
+func startServer(t *testing.T, dir, name string, cmd *exec.Cmd, pid func(started int) int, logs ...string) (exited <-chan struct{}, out string) {
+	t.Helper()
+	out = filepath.Join(dir, "stderr")
+	stderr, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stdout, cmd.Stderr = stderr, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		p := cmd.Process.Pid
+		if pid != nil {
+			p = pid(p)
+		}
+		stopProcess(t, name, p, done)
+		if t.Failed() {
+			t.Log(readLogs(append(logs, out)...))
+		}
+	})
+	return done, out
 }
