@@ -558,17 +558,19 @@ func (p *Parser) event(f *format, pat *pattern, msg string, m []int, o *origin) 
 }
 
 // eventTime is the time the line reports: a `time` capture, else the line's
-// header, else (ParseMessage) the message's time, else arrival.
+// header, else (ParseMessage) the message's time, else arrival. A time
+// that reads as Go's zero time (0001-01-01T00:00:00, which text can
+// spell) says nothing and counts as unreadable: an Event always has a time.
 func (p *Parser) eventTime(f *format, pat *pattern, msg string, m []int, o *origin) time.Time {
 	if a, b, ok := group(m, pat.time); ok {
-		if t, ok := p.captureTime(f, msg[a:b], o.arrival); ok {
+		if t, ok := p.captureTime(f, msg[a:b], o.arrival); ok && !t.IsZero() {
 			return t
 		}
 	}
-	if o.hasTime {
+	if o.hasTime && !o.fixed.IsZero() {
 		return o.fixed
 	}
-	if t, ok := stampTime(o.stamp, o.kind, o.arrival, p.loc); ok {
+	if t, ok := stampTime(o.stamp, o.kind, o.arrival, p.loc); ok && !t.IsZero() {
 		return t
 	}
 	return o.arrival
